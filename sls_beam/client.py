@@ -1,0 +1,276 @@
+"""A reusable PutWebTracking HTTP client: endpoints, retries, typed errors.
+
+It needs no Beam: scripts and services can use it directly::
+
+    with WebTrackingClient("cn-hangzhou.log.aliyuncs.com", "my-project", "my-logstore") as c:
+        c.put_logs([{"level": "info", "msg": "hello"}], LogGroup.of(topic="app"))
+
+Delivery is at-least-once: PutWebTracking has no idempotency key, so a
+request whose answer was lost (a timeout, a dropped connection) and is then
+retried may store its logs twice. Nothing is retried that the service refused
+for good (see :class:`~sls_beam.retry.RetryPolicy`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from sls_beam import __version__
+from sls_beam.errors import SLSError
+from sls_beam.retry import RetryPolicy
+from sls_beam.wire import (
+    BatchLimits,
+    EncodedRequest,
+    LogEncoder,
+    LogGroup,
+    encode_request,
+    split_into_requests,
+)
+
+_PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_LOGSTORE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]")
+
+
+def validate_project(project: str) -> str:
+    """Return ``project`` if it is a valid SLS project name, else raise ValueError."""
+    if not isinstance(project, str) or not _PROJECT_RE.fullmatch(project):
+        raise ValueError(
+            f"project {project!r}: must be 3-63 characters of lowercase letters, digits and "
+            "'-', starting and ending with a letter or digit"
+        )
+    return project
+
+
+def validate_logstore(logstore: str) -> str:
+    """Return ``logstore`` if it is a valid SLS logstore name, else raise ValueError."""
+    if not isinstance(logstore, str) or not _LOGSTORE_RE.fullmatch(logstore):
+        raise ValueError(
+            f"logstore {logstore!r}: must be 3-63 characters of lowercase letters, digits, "
+            "'-' and '_', starting and ending with a letter or digit"
+        )
+    return logstore
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where requests go: the URL to connect to and the ``Host`` header to send."""
+
+    url: str
+    host: str | None
+
+
+def resolve_target(endpoint: str, project: str, logstore: str) -> Target:
+    """Work out the request URL for ``endpoint``, ``project`` and ``logstore``.
+
+    - ``cn-hangzhou.log.aliyuncs.com`` (no scheme): HTTPS to
+      ``https://{project}.cn-hangzhou.log.aliyuncs.com``.
+    - ``http://…`` or ``https://…``: that scheme, same host rule.
+    - An IP address or ``localhost`` (e.g. ``http://127.0.0.1:8080``, an
+      emulator or a private gateway): connect there and send
+      ``Host: {project}.{address}``, as the service reads the project from
+      the Host header.
+    """
+    validate_project(project)
+    validate_logstore(logstore)
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise ValueError("endpoint must be a non-empty string such as cn-hangzhou.log.aliyuncs.com")
+    endpoint = endpoint.strip()
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"endpoint {endpoint!r}: scheme must be http or https")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ValueError(
+            f"endpoint {endpoint!r}: give only [scheme://]host[:port], without path, query or user"
+        )
+    hostname = parts.hostname or ""
+    if not hostname:
+        raise ValueError(f"endpoint {endpoint!r}: no host name")
+    path = f"/logstores/{logstore}/track"
+    if _is_address(hostname):
+        return Target(f"{parts.scheme}://{parts.netloc}{path}", f"{project}.{parts.netloc}")
+    return Target(f"{parts.scheme}://{project}.{parts.netloc}{path}", None)
+
+
+def _is_address(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one request the service accepted.
+
+    Attributes:
+      request_id: the service's ``x-log-requestid``.
+      attempts: how many times the request was sent (1 = no retry).
+      throttled_secs: seconds spent backing off because of quota answers.
+      elapsed_secs: wall time from the first attempt to the accepting answer.
+    """
+
+    request_id: str | None
+    attempts: int
+    throttled_secs: float
+    elapsed_secs: float
+
+
+class WebTrackingClient:
+    """Sends PutWebTracking requests to one logstore, retrying what is transient.
+
+    Args:
+      endpoint: service endpoint, e.g. ``cn-hangzhou.log.aliyuncs.com`` (HTTPS),
+        ``http://host`` for plain HTTP, or ``http://127.0.0.1:PORT``.
+      project: SLS project name (validated here).
+      logstore: logstore name (validated here); web tracking must be enabled on it.
+      timeout_secs: read timeout per attempt (seconds).
+      connect_timeout_secs: TCP/TLS connect timeout per attempt (seconds).
+      retry: the :class:`RetryPolicy`.
+      verify: TLS verification: ``True`` (default), or a CA bundle path.
+      session: a ``requests.Session`` to use (proxies, certificates, adapters);
+        by default the client makes its own pooled session.
+      pool_size: keep-alive connections kept for concurrent senders.
+      seed: seeds the backoff jitter, so a test's timing is reproducible.
+      sleep: the function that waits between attempts (tests may record it).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        project: str,
+        logstore: str,
+        *,
+        timeout_secs: float = 30.0,
+        connect_timeout_secs: float = 10.0,
+        retry: RetryPolicy | None = None,
+        verify: bool | str = True,
+        session: requests.Session | None = None,
+        pool_size: int = 16,
+        seed: int | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.target = resolve_target(endpoint, project, logstore)
+        self.project = project
+        self.logstore = logstore
+        self.retry = retry or RetryPolicy()
+        self._timeout = (connect_timeout_secs, timeout_secs)
+        self._rng = random.Random(seed)
+        self._sleep = sleep
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self._session = session
+        self._verify = verify
+        self._headers = {"User-Agent": f"sls-beam/{__version__}"}
+        if self.target.host:
+            self._headers["Host"] = self.target.host
+
+    def send(self, request: EncodedRequest) -> SendResult:
+        """Send one request, retrying per the policy.
+
+        Returns:
+          A :class:`SendResult` once the service accepted the request.
+
+        Raises:
+          SLSError: the service refused the request for good, or the
+            attempts ran out; it carries status, code, message, request id
+            and the number of attempts.
+        """
+        headers = {**self._headers, **request.headers}
+        started = time.monotonic()
+        throttled = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            status, code, message, request_id = self._attempt(request.body, headers)
+            if status is not None and 200 <= status < 300:
+                return SendResult(request_id, attempt, throttled, time.monotonic() - started)
+            if attempt >= self.retry.max_attempts or not self.retry.is_retryable(status, code):
+                raise SLSError(status, code, message, request_id, attempt)
+            quota = self.retry.is_quota(status, code)
+            wait = self.retry.backoff_secs(attempt, quota, self._rng)
+            if quota:
+                throttled += wait
+            self._sleep(wait)
+
+    def _attempt(self, body: bytes, headers: Mapping[str, str]):
+        try:
+            response = self._session.post(
+                self.target.url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout,
+                verify=self._verify,
+            )
+        except requests.Timeout as e:
+            return None, "RequestTimeout", f"no answer in time: {e}", None
+        except requests.RequestException as e:
+            return None, "RequestError", f"{type(e).__name__}: {e}", None
+        request_id = response.headers.get("x-log-requestid")
+        if 200 <= response.status_code < 300:
+            return response.status_code, None, "", request_id
+        code, message = _error_fields(response)
+        return response.status_code, code, message, request_id
+
+    def put_logs(
+        self,
+        logs: Iterable[Mapping[str, Any]],
+        group: LogGroup | None = None,
+        *,
+        compression: str = "lz4",
+        limits: BatchLimits | None = None,
+        event_time_key: str | None = None,
+    ) -> list[SendResult]:
+        """Encode, split and send ``logs`` of one group; one result per request.
+
+        Raises:
+          InvalidLogError: a log breaks a rule (nothing has been sent then).
+          SLSError: a request failed; earlier requests were delivered.
+        """
+        group = group or LogGroup()
+        limits = limits or BatchLimits()
+        overhead = group.overhead_bytes()
+        encoder = LogEncoder(event_time_key, max_log_bytes=limits.max_bytes - overhead)
+        encoded = [encoder.encode(log) for log in logs]
+        return [
+            self.send(encode_request(group, chunk, compression))
+            for chunk in split_into_requests(encoded, limits, overhead)
+        ]
+
+    def close(self) -> None:
+        """Release pooled connections (only those of a session the client made)."""
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> WebTrackingClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _error_fields(response: requests.Response) -> tuple[str, str]:
+    try:
+        payload = response.json()
+        return str(payload["errorCode"]), str(payload.get("errorMessage", ""))
+    except (ValueError, KeyError, TypeError):
+        text = response.text.strip() or response.reason or ""
+        return "BadResponse", f"HTTP {response.status_code}: {text}"

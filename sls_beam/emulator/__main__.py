@@ -1,0 +1,64 @@
+"""``python -m sls_beam.emulator``: serve the emulator until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+
+from sls_beam.emulator import Emulator, FaultPlan
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m sls_beam.emulator", description="Local SLS web-tracking emulator."
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: loopback)"
+    )
+    parser.add_argument("--port", type=int, default=0, help="TCP port (default: any free port)")
+    parser.add_argument("--data-dir", help="keep logs in DIR/{project}/{logstore}.jsonl")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="404 for projects/logstores not declared with --logstore",
+    )
+    parser.add_argument(
+        "--logstore",
+        action="append",
+        default=[],
+        metavar="PROJECT/LOGSTORE",
+        help="declare a logstore (repeatable)",
+    )
+    parser.add_argument(
+        "--no-retain",
+        action="store_true",
+        help="do not keep logs in memory (long benchmarks); counters still count",
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    args = parser.parse_args(argv)
+
+    emulator = Emulator(
+        args.host,
+        args.port,
+        strict=args.strict,
+        data_dir=args.data_dir,
+        retain_logs=not args.no_retain,
+        faults=FaultPlan(latency_secs=args.latency_ms / 1000),
+    )
+    for name in args.logstore:
+        project, _, logstore = name.partition("/")
+        emulator.create_logstore(project, logstore)
+    print(emulator.start(), flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""The emulator's HTTP server: PutWebTracking on loopback, plus read and control endpoints.
+
+Endpoints:
+
+- ``POST /logstores/{logstore}/track``: PutWebTracking (project from ``Host``).
+- ``GET /logstores/{logstore}/track?APIVersion=0.6.0&k=v`` (also ``track.gif``
+  and ``track_ua.gif``): one log from the query string.
+- ``GET /_emulator/logs?project=P&logstore=L``: stored logs as a JSON array.
+- ``GET /_emulator/stats``: counters as JSON.
+- ``POST /_emulator/faults``: JSON ``{"rates", "seed", "latency_secs",
+  "slow_secs", "script", "clear"}`` configures fault injection.
+- ``POST /_emulator/logstores``: JSON ``{"project", "logstore",
+  "web_tracking"}`` declares a logstore.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+from sls_beam.emulator.faults import ERROR_ANSWERS, FaultPlan
+from sls_beam.emulator.protocol import (
+    MAX_BODY_BYTES,
+    MAX_GET_URL_BYTES,
+    Rejection,
+    check_api_version,
+    decompress,
+    parse_body,
+    parse_query_log,
+)
+from sls_beam.emulator.store import Store, StoredLog
+
+_TRACK_PATH = re.compile(r"/logstores/([^/]+)/(track|track\.gif|track_ua\.gif)")
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+_LOGSTORE = re.compile(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]")
+_PIXEL = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c000000000100010000020144003b"
+)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address, store: Store, faults: FaultPlan):
+        self.store = store
+        self.faults = faults
+        self.stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request, client_address):
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End keep-alive connections too, as a stopped server would."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request, client_address):
+        pass  # a client that went away (dropped, fuzzed, timed out) is not the server's error
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "nginx"
+    sys_version = ""
+    server: _Server
+
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+    def do_POST(self):
+        self._dispatch(post=True)
+
+    def do_GET(self):
+        self._dispatch(post=False)
+
+    def _dispatch(self, post: bool):
+        request_id = os.urandom(12).hex().upper()
+        try:
+            self._route(post, request_id)
+        except Rejection as r:
+            self.server.store.bump("rejections", r.code)
+            body = json.dumps({"errorCode": r.code, "errorMessage": r.message}).encode()
+            self._answer(r.status, body, request_id)
+        except Exception as e:  # the emulator must answer, whatever the request
+            body = json.dumps({"errorCode": "InternalServerError", "errorMessage": repr(e)[:200]})
+            self._answer(500, body.encode(), request_id)
+
+    def _route(self, post: bool, request_id: str):
+        url = urlsplit(self.path)
+        if url.path.startswith("/_emulator/"):
+            return self._control(post, url)
+        match = _TRACK_PATH.fullmatch(url.path)
+        if not match or (post and match.group(2) != "track"):
+            self._discard_body()
+            raise Rejection(404, "InvalidPath", "no such resource")
+        store, faults = self.server.store, self.server.faults
+        store.bump("counters", "requests")
+        body = self._read_body() if post else b""
+        fault = faults.next_fault()
+        if fault:
+            store.bump("faults", fault)
+        if faults.latency_secs:
+            self.server.stopping.wait(faults.latency_secs)
+        if fault == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault in ERROR_ANSWERS:
+            raise Rejection(*ERROR_ANSWERS[fault])
+        project, logstore = self._project(), match.group(1)
+        if not _LOGSTORE.fullmatch(logstore):
+            raise Rejection(404, "LogStoreNotExist", f"logstore {logstore[:64]} does not exist")
+        query = parse_qsl(url.query, keep_blank_values=True)
+        check_api_version(self.headers.get("x-log-apiversion"), dict(query).get("APIVersion"))
+        store.check_writable(project, logstore)
+        if post:
+            raw = decompress(
+                body, self.headers.get("x-log-compresstype"), self.headers.get("x-log-bodyrawsize")
+            )
+            payload = parse_body(raw)
+        else:
+            if len(self.path) > MAX_GET_URL_BYTES:
+                raise Rejection(413, "PostBodyTooLarge", "GET request larger than 16 KB")
+            payload = parse_query_log(query)
+            if match.group(2) == "track_ua.gif":
+                for header in ("User-Agent", "Referer"):
+                    if self.headers.get(header):
+                        payload.logs[0][header.lower()] = self.headers[header]
+        store.add(project, logstore, payload, len(body), int(time.time()), request_id)
+        if fault == "slow":
+            self.server.stopping.wait(faults.slow_secs)
+        if match.group(2) == "track":
+            self._answer(200, b"", request_id)
+        else:
+            self._answer(200, _PIXEL, request_id, "image/gif")
+
+    def _project(self) -> str:
+        host = self.headers.get("Host")
+        if not host:
+            raise Rejection(400, "MissingHost", "the Host header is required")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if _is_address(name):
+            raise Rejection(
+                404,
+                "ProjectNotExist",
+                "no project in the Host header: send Host: {project}.{endpoint}",
+            )
+        project = name.split(".", 1)[0]
+        if not _PROJECT.fullmatch(project):
+            raise Rejection(404, "ProjectNotExist", f"The Project does not exist : {project[:64]}")
+        return project
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            raise Rejection(411, "MissingContentLength", "Content-Length is required")
+        if int(length) > MAX_BODY_BYTES:
+            self.close_connection = True  # the body is left unread
+            raise Rejection(
+                413, "PostBodyTooLarge", f"Body size {length} must little than {MAX_BODY_BYTES}"
+            )
+        return self.rfile.read(int(length))
+
+    def _discard_body(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        if length.isdigit() and int(length) <= MAX_BODY_BYTES:
+            self.rfile.read(int(length))
+        else:
+            self.close_connection = True
+
+    def _control(self, post: bool, url):
+        store, params = self.server.store, dict(parse_qsl(url.query))
+        if not post and url.path == "/_emulator/logs":
+            logs = store.logs(params.get("project"), params.get("logstore"))
+            return self._answer(200, json.dumps([asdict(r) for r in logs]).encode(), None)
+        if not post and url.path == "/_emulator/stats":
+            return self._answer(200, json.dumps(store.stats()).encode(), None)
+        if post and url.path in ("/_emulator/faults", "/_emulator/logstores"):
+            try:
+                config = json.loads(self._read_body() or b"{}")
+                if url.path == "/_emulator/logstores":
+                    store.create_logstore(
+                        config["project"],
+                        config["logstore"],
+                        bool(config.get("web_tracking", True)),
+                    )
+                else:
+                    faults = self.server.faults
+                    if config.pop("clear", False):
+                        faults.clear()
+                    faults.script(config.pop("script", []))
+                    faults.configure(**config)
+            except (ValueError, KeyError, TypeError) as e:
+                raise Rejection(400, "ParameterInvalid", str(e)[:200]) from None
+            return self._answer(200, b"{}", None)
+        self._discard_body()
+        raise Rejection(404, "InvalidPath", "no such resource")
+
+    def _answer(
+        self, status: int, body: bytes, request_id: str | None, content_type="application/json"
+    ):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Access-Control-Allow-Origin", "*")
+        if request_id:
+            self.send_header("x-log-requestid", request_id)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _is_address(name: str) -> bool:
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class Emulator:
+    """A local SLS web-tracking service on loopback, for pipelines, tests and CI.
+
+    Use it as a context manager; ``start()`` returns the endpoint to give the
+    connector (``http://127.0.0.1:PORT``)::
+
+        with Emulator() as emulator:
+            endpoint = emulator.endpoint
+            ...                      # write with WriteToSLS or WebTrackingClient
+            logs = emulator.logs("my-project", "my-logstore")
+
+    Args:
+      host: address to listen on (loopback unless told otherwise).
+      port: TCP port; 0 picks a free one. A restart keeps the port.
+      strict: writes to undeclared projects/logstores get 404
+        (declare them with :meth:`create_logstore`).
+      data_dir: keep accepted logs in ``{data_dir}/{project}/{logstore}.jsonl``.
+      retain_logs: keep logs in memory for :meth:`logs` (off for long benchmarks).
+      faults: a :class:`FaultPlan` (default: no faults).
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        strict: bool = False,
+        data_dir: str | None = None,
+        retain_logs: bool = True,
+        faults: FaultPlan | None = None,
+    ):
+        self.host = host
+        self.port = port
+        self.store = Store(strict=strict, data_dir=data_dir, retain=retain_logs)
+        self.faults = faults or FaultPlan()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """``http://host:port`` of the running emulator."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; call start()")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> str:
+        """Start serving (on the same port as before after a stop); return the endpoint."""
+        if self._server is None:
+            self._server = _Server((self.host, self.port), self.store, self.faults)
+            self.port = self._server.server_address[1]
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"sls-emulator:{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self.endpoint
+
+    def stop(self) -> None:
+        """Stop serving and drop open connections; stored logs are kept."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.stopping.set()
+        server.shutdown()
+        server.server_close()
+        server.close_connections()
+        self._thread.join()
+
+    def restart(self) -> str:
+        """Stop, then start on the same port: clients see connection errors in between."""
+        self.stop()
+        return self.start()
+
+    def close(self) -> None:
+        """Stop and close the data files."""
+        self.stop()
+        self.store.close()
+
+    def create_logstore(self, project: str, logstore: str, web_tracking: bool = True) -> None:
+        """Declare a logstore; ``web_tracking=False`` makes writes to it answer 401."""
+        self.store.create_logstore(project, logstore, web_tracking)
+
+    def logs(self, project: str | None = None, logstore: str | None = None) -> list[StoredLog]:
+        """Accepted logs, oldest first."""
+        return self.store.logs(project, logstore)
+
+    def stats(self) -> dict:
+        """Counters: requests, accepted_requests, logs, raw_bytes, body_bytes,
+        rejections by errorCode, faults by kind."""
+        return self.store.stats()
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

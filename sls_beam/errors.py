@@ -1,0 +1,85 @@
+"""Typed errors raised by the wire format and the client."""
+
+from __future__ import annotations
+
+#: Longest excerpt of server text or log content that an error message may carry.
+MAX_EXCERPT_CHARS = 200
+
+
+def excerpt(text: str, limit: int = MAX_EXCERPT_CHARS) -> str:
+    """Return ``text`` cut to ``limit`` characters, marking the cut.
+
+    Error messages travel into worker logs and dead-letter tables; a log's
+    content (which may be large or sensitive) must only ever appear as a
+    short excerpt there.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text)} chars)"
+
+
+class InvalidLogError(ValueError):
+    """A log (or its topic, source or tags) breaks a rule of the service.
+
+    Attributes:
+      key: the offending field name (``None`` when the whole log is at fault).
+      rule: the rule that was broken, in words.
+      error_code: a stable code, ``InvalidLog``, for dead-letter records.
+    """
+
+    error_code = "InvalidLog"
+
+    def __init__(self, key: str | None, rule: str):
+        self.key = key
+        self.rule = rule
+        where = "log" if key is None else f"key {excerpt(repr(key), 80)}"
+        super().__init__(f"{where}: {rule}")
+
+
+class SLSError(Exception):
+    """The service (or the network) refused a PutWebTracking request.
+
+    Attributes:
+      status: the HTTP status, or ``None`` when no answer arrived (network
+        error or timeout).
+      error_code: the service's ``errorCode`` (e.g. ``WriteQuotaExceed``), or
+        ``RequestError`` / ``RequestTimeout`` for network failures.
+      error_message: the service's ``errorMessage``, truncated.
+      request_id: the ``x-log-requestid`` of the last answer, if any.
+      attempts: how many times the request was sent before giving up.
+    """
+
+    def __init__(
+        self,
+        status: int | None,
+        error_code: str,
+        error_message: str,
+        request_id: str | None = None,
+        attempts: int = 1,
+    ):
+        self.status = status
+        self.error_code = error_code
+        self.error_message = excerpt(error_message)
+        self.request_id = request_id
+        self.attempts = attempts
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = (
+            f"SLS {self.error_code} (HTTP {self.status if self.status is not None else '-'}): "
+            f"{self.error_message} [request id {self.request_id or '-'}, "
+            f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}]"
+        )
+        if self.status == 401:
+            text += (
+                " — web tracking is probably disabled for this logstore "
+                "(enable it in the logstore's settings) or a project policy denies it"
+            )
+        return text
+
+    def __reduce__(self):
+        # Beam ships exceptions between processes; keep every field on the way.
+        return (
+            type(self),
+            (self.status, self.error_code, self.error_message, self.request_id, self.attempts),
+        )

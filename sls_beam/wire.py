@@ -1,0 +1,394 @@
+"""The PutWebTracking wire format: pure functions and values, no I/O.
+
+One request carries logs of a single (topic, source, tags) group::
+
+    POST /logstores/{logstore}/track
+    x-log-apiversion: 0.6.0
+    x-log-bodyrawsize: <UTF-8 byte length of the JSON below>
+    x-log-compresstype: lz4 | deflate          (absent when uncompressed)
+    Content-Type: application/json
+
+    {"__topic__": "t", "__source__": "s", "__tags__": {"k": "v"},
+     "__logs__": [{"key": "value", ...}, ...]}
+
+``lz4`` is a raw LZ4 *block* (no frame, no size prefix); ``deflate`` is
+zlib-wrapped (RFC 1950). Every value on the wire is a string.
+
+Value rules (how a Python value becomes the string the service stores):
+
+============================  =================================================
+Python value                  string sent
+============================  =================================================
+``str``                       as is (must be valid UTF-8: no lone surrogates)
+``bytes``                     decoded as UTF-8 (an error if it is not UTF-8)
+``bool``                      ``"true"`` / ``"false"``
+``None``                      ``"null"``
+``int``                       decimal digits
+``float``                     shortest round-trip form (``"1.5"``); NaN and
+                              infinities as ``"NaN"``, ``"Infinity"``,
+                              ``"-Infinity"``
+``dict``, ``list``, ``tuple``  compact JSON (non-finite floats inside become
+                              ``null``, other objects their ``str()``)
+``datetime``, ``date``        ISO 8601
+anything else                 ``str(value)``
+============================  =================================================
+
+Key rules: a key is a non-empty ``str`` of at most 128 UTF-8 bytes and is not
+one of the service's reserved names (``__topic__``, ``__source__``,
+``__tag__:…``, ``__partition_time__``, ``__extract_others__``,
+``_extract_others_``, ``__raw__``, ``__raw_log__``). ``__time__`` is
+overwritten by the service with the arrival time, so a log that carries it
+is only accepted when an ``event_time_key`` is configured: the value then
+travels in that field instead. A value is at most 1 MiB of UTF-8.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lz4.block
+import orjson
+
+from sls_beam.errors import InvalidLogError
+
+API_VERSION = "0.6.0"
+
+#: The service's limits for one PutWebTracking request.
+SERVICE_MAX_LOGS = 4096
+SERVICE_MAX_RAW_BYTES = 3 * 1024 * 1024
+#: The service's limits for one key and one value (UTF-8 bytes).
+MAX_KEY_BYTES = 128
+MAX_VALUE_BYTES = 1024 * 1024
+#: Topic, source, tag keys and tag values are at most this many UTF-8 bytes.
+MAX_GROUP_FIELD_BYTES = 128
+
+COMPRESSIONS = ("lz4", "deflate", "none")
+
+RESERVED_KEYS = frozenset(
+    {
+        "__topic__",
+        "__source__",
+        "__partition_time__",
+        "__extract_others__",
+        "_extract_others_",
+        "__raw__",
+        "__raw_log__",
+    }
+)
+TIME_KEY = "__time__"
+TAG_KEY_PREFIX = "__tag__:"
+
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def utf8_len(text: str) -> int:
+    """UTF-8 byte length of ``text`` (lone surrogates counted as 3 bytes)."""
+    if text.isascii():
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _check_short_field(name: str, value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidLogError(name, f"{what} must be a str, not {type(value).__name__}")
+    if utf8_len(value) > MAX_GROUP_FIELD_BYTES:
+        raise InvalidLogError(name, f"{what} must be at most {MAX_GROUP_FIELD_BYTES} UTF-8 bytes")
+    _check_utf8(name, value)
+    return value
+
+
+def _check_utf8(key: str, text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InvalidLogError(
+            key, f"value is not valid UTF-8 (lone surrogate at index {e.start})"
+        ) from None
+
+
+def key_rule_violation(key: Any) -> str | None:
+    """Return why ``key`` cannot name a log field, or ``None`` if it can."""
+    if not isinstance(key, str):
+        return f"keys must be str, not {type(key).__name__}"
+    if not key:
+        return "keys must not be empty"
+    if utf8_len(key) > MAX_KEY_BYTES:
+        return f"keys must be at most {MAX_KEY_BYTES} UTF-8 bytes"
+    if key in RESERVED_KEYS or key.startswith(TAG_KEY_PREFIX):
+        return "is reserved by the service (use another name)"
+    if key == TIME_KEY:
+        return (
+            "is replaced by the service with the arrival time; set event_time_key "
+            "to keep the value in a field of that name"
+        )
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return "keys must be valid UTF-8 (no lone surrogates)"
+    return None
+
+
+@dataclass(frozen=True)
+class LogGroup:
+    """What one request shares: topic, source and tags (validated, hashable).
+
+    Build it with :meth:`of`, which checks every rule and raises
+    :class:`InvalidLogError` naming the field.
+    """
+
+    topic: str = ""
+    source: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, topic: Any = "", source: Any = "", tags: Mapping[str, Any] | None = None):
+        topic = "" if topic is None else topic
+        source = "" if source is None else source
+        _check_short_field("__topic__", topic, "topic")
+        _check_short_field("__source__", source, "source")
+        items = []
+        for key, value in (tags or {}).items():
+            if not isinstance(key, str) or not key:
+                raise InvalidLogError("__tags__", f"tag keys must be non-empty str, got {key!r}")
+            _check_short_field(f"__tags__.{key}", key, "tag key")
+            items.append((key, _check_short_field(f"__tags__.{key}", str(value), "tag value")))
+        return cls(topic, source, tuple(sorted(items)))
+
+    def body_prefix(self) -> bytes:
+        """The JSON that precedes the logs in a request body."""
+        head = b'{"__topic__":' + orjson.dumps(self.topic)
+        head += b',"__source__":' + orjson.dumps(self.source)
+        if self.tags:
+            head += b',"__tags__":' + orjson.dumps(dict(self.tags))
+        return head + b',"__logs__":['
+
+    def overhead_bytes(self) -> int:
+        """Raw bytes a request of this group adds around its logs."""
+        return len(self.body_prefix()) + len(_BODY_SUFFIX)
+
+
+_BODY_SUFFIX = b"]}"
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Bounds on one request: log count and raw (uncompressed) JSON bytes.
+
+    Both default to the service's limits and may only be lowered.
+    """
+
+    max_logs: int = SERVICE_MAX_LOGS
+    max_bytes: int = SERVICE_MAX_RAW_BYTES
+
+    def __post_init__(self):
+        if not 1 <= self.max_logs <= SERVICE_MAX_LOGS:
+            raise ValueError(f"max_batch_logs must be within 1..{SERVICE_MAX_LOGS}")
+        if not 1024 <= self.max_bytes <= SERVICE_MAX_RAW_BYTES:
+            raise ValueError(f"max_batch_bytes must be within 1024..{SERVICE_MAX_RAW_BYTES}")
+
+    def fits(self, count: int, logs_bytes: int, log_size: int, overhead: int) -> bool:
+        """Whether one more log of ``log_size`` bytes fits beside ``count`` logs.
+
+        ``logs_bytes`` is the sum of the sizes of the logs already there, and
+        ``overhead`` the group's :meth:`LogGroup.overhead_bytes`. Each log
+        after the first costs one more byte: the comma between logs.
+        """
+        return count < self.max_logs and overhead + logs_bytes + count + log_size <= self.max_bytes
+
+
+class LogEncoder:
+    """Turns one log (a mapping) into its compact JSON bytes, once.
+
+    The encoded bytes are what a request carries, so each log is measured and
+    serialised exactly once. The encoder remembers which keys it already
+    validated (the set of distinct keys in a log stream is small), which keeps
+    the per-log Python work to one pass over the fields.
+
+    Args:
+      event_time_key: field that carries the event time. A log's own
+        ``__time__`` moves there, and :meth:`encode`'s ``event_time`` fills it
+        when the log has neither.
+      max_log_bytes: a log whose JSON is larger than this can never be sent
+        and is rejected here (bytes).
+    """
+
+    def __init__(
+        self, event_time_key: str | None = None, max_log_bytes: int = SERVICE_MAX_RAW_BYTES
+    ):
+        if event_time_key is not None:
+            problem = key_rule_violation(event_time_key)
+            if problem:
+                raise ValueError(f"event_time_key {event_time_key!r}: {problem}")
+        self.event_time_key = event_time_key
+        self.max_log_bytes = max_log_bytes
+        self._valid_keys: set[str] = set()
+
+    def encode(self, log: Mapping[str, Any], event_time: str | None = None) -> bytes:
+        """Return the compact UTF-8 JSON object for ``log``.
+
+        Raises:
+          InvalidLogError: naming the key and the rule, if the log breaks one.
+        """
+        if not isinstance(log, Mapping):
+            raise InvalidLogError(None, f"a log must be a mapping, not {type(log).__name__}")
+        fields: dict[str, str] = {}
+        valid = self._valid_keys
+        time_value = None
+        for key, value in log.items():
+            if key not in valid:
+                if key == TIME_KEY and self.event_time_key:
+                    time_value = value
+                    continue
+                problem = key_rule_violation(key)
+                if problem:
+                    raise InvalidLogError(key, problem)
+                valid.add(key)
+            if value.__class__ is not str or len(value) > MAX_VALUE_BYTES // 4:
+                value = self._stringify(key, value)
+            fields[key] = value
+        if self.event_time_key and self.event_time_key not in fields:
+            if time_value is not None:
+                fields[self.event_time_key] = self._stringify(self.event_time_key, time_value)
+            elif event_time is not None:
+                fields[self.event_time_key] = event_time
+        if not fields:
+            raise InvalidLogError(None, "a log must have at least one field")
+        try:
+            data = orjson.dumps(fields)
+        except orjson.JSONEncodeError:
+            for key, value in fields.items():
+                _check_utf8(key, value)
+            raise
+        if len(data) > self.max_log_bytes:
+            raise InvalidLogError(
+                None,
+                f"the log is {len(data)} bytes of JSON; one request holds at most "
+                f"{self.max_log_bytes} (max_batch_bytes)",
+            )
+        return data
+
+    @staticmethod
+    def _stringify(key: str, value: Any) -> str:
+        text = stringify(key, value)
+        if len(text) * 4 > MAX_VALUE_BYTES and utf8_len(text) > MAX_VALUE_BYTES:
+            raise InvalidLogError(
+                key,
+                f"value is {utf8_len(text)} UTF-8 bytes; the limit is {MAX_VALUE_BYTES} (1 MiB)",
+            )
+        return text
+
+
+def stringify(key: str, value: Any) -> str:
+    """The string form of one value, per the table in this module's docstring."""
+    cls = value.__class__
+    if cls is str:
+        return value
+    if cls is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if cls is int:
+        return str(value)
+    if cls is float:
+        if math.isfinite(value):
+            return repr(value)
+        return _NON_FINITE.get(value, "NaN")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InvalidLogError(
+                key, f"bytes value is not valid UTF-8 (at byte {e.start})"
+            ) from None
+    if isinstance(value, (Mapping, list, tuple)):
+        try:
+            return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except orjson.JSONEncodeError as e:
+            raise InvalidLogError(key, f"value cannot be written as JSON: {e}") from None
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    # Subclasses (IntEnum, numpy scalars registered as numbers) take their base form.
+    if isinstance(value, bool):
+        return stringify(key, bool(value))
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return stringify(key, float(value))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class EncodedRequest:
+    """One PutWebTracking request, ready to send.
+
+    Attributes:
+      body: the bytes on the wire (compressed unless ``compression='none'``).
+      headers: the protocol headers (API version, raw size, compression, type).
+      raw_size: UTF-8 byte length of the JSON before compression.
+      log_count: how many logs the request carries.
+    """
+
+    body: bytes
+    headers: Mapping[str, str]
+    raw_size: int
+    log_count: int
+
+
+def encode_request(
+    group: LogGroup, logs: Sequence[bytes], compression: str = "lz4", *, prefix: bytes | None = None
+) -> EncodedRequest:
+    """Assemble and compress one request from already-encoded logs.
+
+    Args:
+      group: topic, source and tags shared by every log.
+      logs: each log's JSON bytes, as :meth:`LogEncoder.encode` returned them.
+      compression: ``lz4`` (raw block), ``deflate`` (zlib) or ``none``.
+      prefix: ``group.body_prefix()``, when the caller has it cached.
+    """
+    if not logs:
+        raise ValueError("a request needs at least one log")
+    raw = b"".join((prefix or group.body_prefix(), b",".join(logs), _BODY_SUFFIX))
+    headers = {
+        "x-log-apiversion": API_VERSION,
+        "x-log-bodyrawsize": str(len(raw)),
+        "Content-Type": "application/json",
+    }
+    if compression == "lz4":
+        body = lz4.block.compress(raw, store_size=False)
+    elif compression == "deflate":
+        body = zlib.compress(raw)
+    elif compression == "none":
+        body = raw
+    else:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
+    if compression != "none":
+        headers["x-log-compresstype"] = compression
+    return EncodedRequest(body, headers, len(raw), len(logs))
+
+
+def split_into_requests(
+    logs: Iterable[bytes], limits: BatchLimits, overhead: int
+) -> list[list[bytes]]:
+    """Cut encoded logs, in order, into chunks that each fit ``limits``.
+
+    A log is added to the current chunk only if it fits; otherwise the chunk
+    is closed first, so no chunk ever overflows (each log measured once).
+    """
+    chunks: list[list[bytes]] = []
+    current: list[bytes] = []
+    current_bytes = 0
+    for log in logs:
+        size = len(log)
+        if current and not limits.fits(len(current), current_bytes, size, overhead):
+            chunks.append(current)
+            current, current_bytes = [], 0
+        current.append(log)
+        current_bytes += size
+    if current:
+        chunks.append(current)
+    return chunks

@@ -1,0 +1,34 @@
+"""Shared fixtures: a real emulator on 127.0.0.1 (ephemeral port) per test."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import lz4.block
+import pytest
+
+from sls_beam.emulator import Emulator
+
+PROJECT = "test-project"
+LOGSTORE = "test-logstore"
+
+
+@pytest.fixture
+def emulator():
+    with Emulator() as running:
+        yield running
+
+
+def decode_body(body: bytes, headers) -> dict:
+    """Decode a request body the way the service does, independently of sls_beam.wire."""
+    raw_size = int(headers["x-log-bodyrawsize"])
+    kind = headers.get("x-log-compresstype")
+    if kind == "lz4":
+        raw = lz4.block.decompress(body, uncompressed_size=raw_size)
+    elif kind == "deflate":
+        raw = zlib.decompress(body)
+    else:
+        raw = body
+    assert len(raw) == raw_size
+    return json.loads(raw.decode("utf-8"))

@@ -1,0 +1,202 @@
+"""The wire format: value and key rules, exact bodies, limits and splitting."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+
+import pytest
+
+from sls_beam.errors import InvalidLogError
+from sls_beam.wire import (
+    SERVICE_MAX_LOGS,
+    BatchLimits,
+    LogEncoder,
+    LogGroup,
+    encode_request,
+    split_into_requests,
+)
+from tests.conftest import decode_body
+
+
+def encoded(log, **kwargs):
+    return json.loads(LogEncoder(**kwargs).encode(log))
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("text", "text"),
+        ("é中😀", "é中😀"),
+        (b"bytes \xc3\xa9", "bytes é"),
+        (True, "true"),
+        (False, "false"),
+        (None, "null"),
+        (42, "42"),
+        (-7, "-7"),
+        (1.5, "1.5"),
+        (0.1, "0.1"),
+        (math.nan, "NaN"),
+        (math.inf, "Infinity"),
+        (-math.inf, "-Infinity"),
+        ({"a": [1, "x", None]}, '{"a":[1,"x",null]}'),
+        ([1, 2.5, True], "[1,2.5,true]"),
+        ((1, 2), "[1,2]"),
+        ({1: "int key"}, '{"1":"int key"}'),
+        (datetime.datetime(2026, 1, 2, 3, 4, 5), "2026-01-02T03:04:05"),
+        (datetime.date(2026, 1, 2), "2026-01-02"),
+        (object.__new__(type("Thing", (), {"__str__": lambda self: "thing!"})), "thing!"),
+    ],
+)
+def test_value_rules(value, expected):
+    assert encoded({"k": value}) == {"k": expected}
+
+
+def test_encoding_matches_stdlib_json_bytes():
+    log = {"msg": 'quote " backslash \\ newline \n tab \t ctrl \x01 é 😀', "n": "1"}
+    assert LogEncoder().encode(log) == json.dumps(
+        log, ensure_ascii=False, separators=(",", ":")
+    ).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "log, key, rule",
+    [
+        ({"": "v"}, "", "must not be empty"),
+        ({1: "v"}, 1, "must be str"),
+        ({"k" * 129: "v"}, "k" * 129, "at most 128"),
+        ({"é" * 65: "v"}, "é" * 65, "at most 128"),
+        ({"__topic__": "v"}, "__topic__", "reserved"),
+        ({"__source__": "v"}, "__source__", "reserved"),
+        ({"__tag__:x": "v"}, "__tag__:x", "reserved"),
+        ({"__raw__": "v"}, "__raw__", "reserved"),
+        ({"__time__": "1"}, "__time__", "event_time_key"),
+        ({"k": "\ud800"}, "k", "lone surrogate"),
+        ({"k": b"\xff\xfe"}, "k", "not valid UTF-8"),
+        ({"k": "x" * (1024 * 1024 + 1)}, "k", "1 MiB"),
+        ({"k": ["é" * 600_000]}, "k", "1 MiB"),
+    ],
+)
+def test_key_and_value_rules_name_the_key(log, key, rule):
+    with pytest.raises(InvalidLogError) as caught:
+        LogEncoder().encode(log)
+    assert caught.value.key == key
+    assert rule in str(caught.value)
+
+
+def test_a_value_of_exactly_one_mib_is_accepted():
+    assert len(encoded({"k": "x" * 1024 * 1024})["k"]) == 1024 * 1024
+
+
+@pytest.mark.parametrize("log", [None, "text", 5, ["a"]])
+def test_a_log_must_be_a_mapping(log):
+    with pytest.raises(InvalidLogError, match="must be a mapping"):
+        LogEncoder().encode(log)
+
+
+def test_an_empty_log_is_refused():
+    with pytest.raises(InvalidLogError, match="at least one field"):
+        LogEncoder().encode({})
+
+
+def test_deep_nesting_is_an_error_not_a_crash():
+    value: list = []
+    for _ in range(300):
+        value = [value]
+    with pytest.raises(InvalidLogError, match="cannot be written as JSON"):
+        LogEncoder().encode({"deep": value})
+
+
+def test_time_moves_to_event_time_key():
+    assert encoded({"__time__": 1700000000, "m": "x"}, event_time_key="event_time") == {
+        "m": "x",
+        "event_time": "1700000000",
+    }
+
+
+def test_event_time_fills_event_time_key_only_when_absent():
+    encoder = LogEncoder(event_time_key="ts")
+    assert json.loads(encoder.encode({"m": "x"}, event_time="123.5")) == {"m": "x", "ts": "123.5"}
+    assert json.loads(encoder.encode({"m": "x", "ts": "own"}, event_time="123.5"))["ts"] == "own"
+
+
+def test_invalid_event_time_key_is_refused_at_construction():
+    with pytest.raises(ValueError, match="reserved"):
+        LogEncoder(event_time_key="__topic__")
+
+
+def test_a_log_larger_than_a_request_is_refused():
+    with pytest.raises(InvalidLogError, match="one request holds at most 1000"):
+        LogEncoder(max_log_bytes=1000).encode({"k": "x" * 1000})
+
+
+def test_group_rules():
+    with pytest.raises(InvalidLogError, match="at most 128"):
+        LogGroup.of(topic="t" * 129)
+    with pytest.raises(InvalidLogError, match="must be a str"):
+        LogGroup.of(source=5)
+    with pytest.raises(InvalidLogError, match="tag keys"):
+        LogGroup.of(tags={"": "v"})
+    group = LogGroup.of("t", None, {"b": 2, "a": "1"})
+    assert group == LogGroup("t", "", (("a", "1"), ("b", "2")))
+
+
+@pytest.mark.parametrize("compression", ["lz4", "deflate", "none"])
+def test_request_body_decodes_independently(compression):
+    group = LogGroup.of("topic", "source", {"env": "prod"})
+    encoder = LogEncoder()
+    logs = [{"i": i, "msg": "é" * (i % 5)} for i in range(50)]
+    request = encode_request(group, [encoder.encode(log) for log in logs], compression)
+    assert request.headers["x-log-apiversion"] == "0.6.0"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers.get("x-log-compresstype") == (
+        None if compression == "none" else compression
+    )
+    body = decode_body(request.body, request.headers)
+    assert body == {
+        "__topic__": "topic",
+        "__source__": "source",
+        "__tags__": {"env": "prod"},
+        "__logs__": [{"i": str(i), "msg": "é" * (i % 5)} for i in range(50)],
+    }
+    assert request.log_count == 50
+    assert request.raw_size == int(request.headers["x-log-bodyrawsize"])
+
+
+def test_lz4_is_a_raw_block_without_size_prefix():
+    request = encode_request(LogGroup(), [b'{"a":"b"}'], "lz4")
+    import lz4.block
+
+    # A size-prefixed block would decode to 4 garbage bytes plus JSON, or fail.
+    assert lz4.block.decompress(request.body, uncompressed_size=request.raw_size).startswith(
+        b'{"__topic__"'
+    )
+
+
+def test_unknown_compression_is_refused():
+    with pytest.raises(ValueError, match="compression must be one of"):
+        encode_request(LogGroup(), [b'{"a":"b"}'], "gzip")
+
+
+def test_split_respects_both_limits_and_keeps_order():
+    group = LogGroup.of("t")
+    overhead = group.overhead_bytes()
+    logs = [json.dumps({"i": str(i), "pad": "x" * (i % 97)}).encode() for i in range(3000)]
+    limits = BatchLimits(max_logs=100, max_bytes=4000)
+    chunks = split_into_requests(logs, limits, overhead)
+    assert [log for chunk in chunks for log in chunk] == logs
+    for chunk in chunks:
+        request = encode_request(group, chunk, "none")
+        assert len(chunk) <= 100
+        assert request.raw_size <= 4000
+    # Greedy: each chunk was closed only because the next log did not fit.
+    for chunk, following in zip(chunks, chunks[1:], strict=False):
+        assert not limits.fits(len(chunk), sum(map(len, chunk)), len(following[0]), overhead)
+
+
+def test_limits_cannot_exceed_the_service():
+    with pytest.raises(ValueError, match="max_batch_logs"):
+        BatchLimits(max_logs=SERVICE_MAX_LOGS + 1)
+    with pytest.raises(ValueError, match="max_batch_bytes"):
+        BatchLimits(max_bytes=4 * 1024 * 1024)
