@@ -264,12 +264,7 @@ class LogEncoder:
             for key, value in fields.items():
                 _check_utf8(key, value)
             raise
-        if len(data) > self.max_log_bytes:
-            raise InvalidLogError(
-                None,
-                f"the log is {len(data)} bytes of JSON; one request holds at most "
-                f"{self.max_log_bytes} (max_batch_bytes)",
-            )
+        check_log_size(len(data), self.max_log_bytes)
         return data
 
     @staticmethod
@@ -281,6 +276,16 @@ class LogEncoder:
                 f"value is {utf8_len(text)} UTF-8 bytes; the limit is {MAX_VALUE_BYTES} (1 MiB)",
             )
         return text
+
+
+def check_log_size(size: int, max_bytes: int) -> None:
+    """Refuse a log whose JSON (``size`` bytes) cannot fit in one request."""
+    if size > max_bytes:
+        raise InvalidLogError(
+            None,
+            f"the log is {size} bytes of JSON; one request holds at most {max_bytes} "
+            "beside its topic, source and tags (max_batch_bytes)",
+        )
 
 
 def stringify(key: str, value: Any) -> str:

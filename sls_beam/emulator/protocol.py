@@ -7,6 +7,7 @@ own rules), so that the two implementations check each other in tests.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from dataclasses import dataclass, field
 
@@ -131,7 +132,14 @@ def _short_field(name: str, value: object) -> str:
     return value
 
 
-def check_key(key: str) -> None:
+_STRICT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_key(key: str, strict_keys: bool = False) -> None:
+    """The key rules; ``strict_keys`` adds the documented character rule
+    (letters, digits and ``_``, not starting with a digit)."""
+    if strict_keys and not _STRICT_KEY.fullmatch(key):
+        raise Rejection(400, "InvalidKey", f"key {key[:64]!r}: only letters, digits and _")
     if not key:
         raise Rejection(400, "InvalidKey", "empty key")
     if _utf8_len(key) > MAX_KEY_BYTES:
@@ -140,13 +148,13 @@ def check_key(key: str) -> None:
         raise Rejection(400, "InvalidKey", f"reserved key: {key[:64]}")
 
 
-def check_log(log: object) -> dict[str, str]:
+def check_log(log: object, strict_keys: bool = False) -> dict[str, str]:
     if not isinstance(log, dict):
         raise bad_body("each log must be a JSON object")
     for key, value in log.items():
         if key == "__time__":
             continue  # replaced by the receive time
-        check_key(key)
+        check_key(key, strict_keys)
         if not isinstance(value, str):
             raise bad_body(f"value of {key[:64]} must be a string")
         if _utf8_len(value) > MAX_VALUE_BYTES:
@@ -154,7 +162,7 @@ def check_log(log: object) -> dict[str, str]:
     return log
 
 
-def parse_body(raw: bytes) -> LogGroupPayload:
+def parse_body(raw: bytes, strict_keys: bool = False) -> LogGroupPayload:
     """Validate the JSON body; raise :class:`Rejection` for anything the service refuses."""
     try:
         payload = json.loads(raw.decode("utf-8"))
@@ -177,7 +185,7 @@ def parse_body(raw: bytes) -> LogGroupPayload:
         topic=_short_field("__topic__", payload.get("__topic__", "")),
         source=_short_field("__source__", payload.get("__source__", "")),
         tags=tags,
-        logs=[check_log(log) for log in logs],
+        logs=[check_log(log, strict_keys) for log in logs],
         raw_bytes=len(raw),
     )
 

@@ -51,8 +51,9 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, store: Store, faults: FaultPlan):
+    def __init__(self, address, store: Store, faults: FaultPlan, strict_keys: bool):
         self.store = store
+        self.strict_keys = strict_keys
         self.faults = faults
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -142,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw = decompress(
                 body, self.headers.get("x-log-compresstype"), self.headers.get("x-log-bodyrawsize")
             )
-            payload = parse_body(raw)
+            payload = parse_body(raw, self.server.strict_keys)
         else:
             if len(self.path) > MAX_GET_URL_BYTES:
                 raise Rejection(413, "PostBodyTooLarge", "GET request larger than 16 KB")
@@ -263,6 +264,10 @@ class Emulator:
       port: TCP port; 0 picks a free one. A restart keeps the port.
       strict: writes to undeclared projects/logstores get 404
         (declare them with :meth:`create_logstore`).
+      strict_keys: also enforce the documented key characters (letters,
+        digits, ``_``, no leading digit) with 400 InvalidKey; the connector
+        itself lets other keys through, so this stands for a service whose
+        rules are stricter than the client's.
       data_dir: keep accepted logs in ``{data_dir}/{project}/{logstore}.jsonl``.
       retain_logs: keep logs in memory for :meth:`logs` (off for long benchmarks).
       faults: a :class:`FaultPlan` (default: no faults).
@@ -274,12 +279,14 @@ class Emulator:
         port: int = 0,
         *,
         strict: bool = False,
+        strict_keys: bool = False,
         data_dir: str | None = None,
         retain_logs: bool = True,
         faults: FaultPlan | None = None,
     ):
         self.host = host
         self.port = port
+        self.strict_keys = strict_keys
         self.store = Store(strict=strict, data_dir=data_dir, retain=retain_logs)
         self.faults = faults or FaultPlan()
         self._server: _Server | None = None
@@ -296,7 +303,9 @@ class Emulator:
     def start(self) -> str:
         """Start serving (on the same port as before after a stop); return the endpoint."""
         if self._server is None:
-            self._server = _Server((self.host, self.port), self.store, self.faults)
+            self._server = _Server(
+                (self.host, self.port), self.store, self.faults, self.strict_keys
+            )
             self.port = self._server.server_address[1]
             self._thread = threading.Thread(
                 target=self._server.serve_forever,

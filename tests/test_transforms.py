@@ -1,0 +1,421 @@
+"""WriteToSLS end to end against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing import test_stream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.display import DisplayData
+from apache_beam.transforms.window import FixedWindows, TimestampedValue
+
+from sls_beam import FailedLog, WriteToSLS, WrittenRequest
+from sls_beam.emulator import Emulator
+from tests.beam_helpers import FakeClock, requests_by_id, run
+from tests.conftest import LOGSTORE, PROJECT
+
+
+def sink(emulator, **kwargs):
+    kwargs.setdefault("backoff_base_secs", 0.001)
+    return WriteToSLS(emulator.endpoint, PROJECT, LOGSTORE, **kwargs)
+
+
+def topic_of(log):
+    return f"topic-{log['n'] % 3}"
+
+
+def source_of(log):
+    return f"src-{log['n'] % 2}"
+
+
+def tags_of(log):
+    return {"shard": str(log["n"] % 5)} if log["n"] % 7 else {}
+
+
+@pytest.mark.parametrize("mode", ["bundle", "stateful"])
+def test_every_log_delivered_exactly_with_groups_and_limits(emulator, mode):
+    logs = [{"n": n, "msg": "m" * (n % 200)} for n in range(5000)]
+
+    def build(p):
+        result = (
+            p
+            | beam.Create(logs)
+            | sink(
+                emulator,
+                topic=topic_of,
+                source=source_of,
+                tags=tags_of,
+                max_batch_logs=300,
+                max_batch_bytes=20_000,
+                mode=mode,
+            )
+        )
+        assert_that(result.failed, equal_to([]), label="no failures")
+
+    _, metrics = run(build)
+    stored = emulator.logs(PROJECT, LOGSTORE)
+    assert sorted(int(log.contents["n"]) for log in stored) == list(range(5000))
+    for log in stored:
+        n = int(log.contents["n"])
+        assert (log.topic, log.source, log.tags) == (
+            topic_of({"n": n}),
+            source_of({"n": n}),
+            tags_of({"n": n}),
+        )
+        assert log.contents["msg"] == "m" * (n % 200)
+    requests = requests_by_id(stored)
+    for batch in requests.values():
+        assert len({(log.topic, log.source, tuple(log.tags.items())) for log in batch}) == 1
+        assert len(batch) <= 300
+    assert emulator.stats()["rejections"] == {}
+    assert max(len(b) for b in requests.values()) > 100  # batches really fill up
+    assert metrics["logs_written"] == 5000
+    assert metrics["requests"] == len(requests) == emulator.stats()["accepted_requests"]
+    assert metrics["raw_bytes"] == emulator.stats()["raw_bytes"]
+    assert metrics["sent_bytes"] == emulator.stats()["body_bytes"]
+    assert metrics["batch_raw_bytes"].max <= 20_000
+    assert metrics["batch_logs"].sum == 5000
+    assert metrics.get("failed_logs", 0) == 0
+
+
+@pytest.mark.parametrize("compression", ["lz4", "deflate", "none"])
+def test_compression_options(emulator, compression):
+    def build(p):
+        p | beam.Create([{"i": i} for i in range(100)]) | sink(emulator, compression=compression)
+
+    run(build)
+    assert len(emulator.logs()) == 100
+    stats = emulator.stats()
+    assert (stats["body_bytes"] < stats["raw_bytes"]) == (compression != "none")
+
+
+class Point(typing.NamedTuple):
+    x: int
+    label: str
+
+
+@dataclasses.dataclass
+class Event:
+    kind: str
+    value: float
+
+
+def test_element_kinds(emulator):
+    def build(p):
+        elements = p | beam.Create(
+            [{"k": "dict"}, "plain text", b"bytes text", Point(1, "nt"), Event("dc", 2.5)],
+            reshuffle=False,
+        )
+        rows = p | "rows" >> beam.Create([beam.Row(a=1, b="row")])
+        (elements, rows) | beam.Flatten() | sink(emulator)
+
+    run(build)
+    contents = sorted((log.contents for log in emulator.logs()), key=str)
+    assert contents == sorted(
+        [
+            {"k": "dict"},
+            {"content": "plain text"},
+            {"content": "bytes text"},
+            {"x": "1", "label": "nt"},
+            {"kind": "dc", "value": "2.5"},
+            {"a": "1", "b": "row"},
+        ],
+        key=str,
+    )
+
+
+def test_log_fields_override_topic_and_source(emulator):
+    def build(p):
+        (
+            p
+            | beam.Create([{"__topic__": "own", "__source__": "me", "m": "1"}, {"m": "2"}])
+            | sink(emulator, topic="default-topic", source="default-source")
+        )
+
+    run(build)
+    by_m = {log.contents["m"]: log for log in emulator.logs()}
+    assert (by_m["1"].topic, by_m["1"].source, by_m["1"].contents) == ("own", "me", {"m": "1"})
+    assert (by_m["2"].topic, by_m["2"].source) == ("default-topic", "default-source")
+
+
+def test_event_time_travels_in_a_field(emulator):
+    def build(p):
+        (
+            p
+            | beam.Create([({"m": "a"}, 1700000000.25), ({"m": "b", "__time__": 42}, 5)])
+            | beam.Map(lambda pair: TimestampedValue(*pair))
+            | sink(emulator, event_time_key="event_time")
+        )
+
+    run(build)
+    by_m = {log.contents["m"]: log.contents for log in emulator.logs()}
+    assert by_m["a"]["event_time"] == "1700000000.25"
+    assert by_m["b"]["event_time"] == "42"
+
+
+@pytest.mark.parametrize("mode", ["bundle", "stateful"])
+def test_bad_logs_go_to_failed_and_the_rest_is_delivered(emulator, mode, tmp_path):
+    good = [{"i": i} for i in range(50)]
+    bad = [
+        {"": "empty key"},
+        {"__tag__:x": "reserved"},
+        None,
+        12,
+        {"k": b"\xff"},
+        {"big": "x" * 2_000_000},
+    ]
+
+    def build(p):
+        result = p | beam.Create(good + bad) | sink(emulator, mode=mode)
+        assert_that(
+            result.failed
+            | beam.Map(lambda f: (f.error_code, f.error_message.split(": ")[0], f.status)),
+            equal_to(
+                [
+                    ("InvalidLog", "key ''", None),
+                    ("InvalidLog", "key '__tag__:x'", None),
+                    ("InvalidLog", "log", None),
+                    ("InvalidLog", "log", None),
+                    ("InvalidLog", "key 'k'", None),
+                    ("InvalidLog", "key 'big'", None),
+                ]
+            ),
+        )
+        assert_that(
+            result.failed
+            | beam.Map(lambda f: f.log == 12 or f.log is None or isinstance(f.log, dict)),
+            equal_to([True] * 6),
+            label="original elements kept",
+        )
+
+    _, metrics = run(build)
+    assert sorted(int(log.contents["i"]) for log in emulator.logs()) == list(range(50))
+    assert metrics["invalid_logs"] == 6
+
+
+@pytest.mark.parametrize("mode", ["bundle", "stateful"])
+def test_batch_refused_by_the_service_is_split_to_isolate_bad_logs(mode):
+    # keys with '.' pass the connector but a strict-key service refuses them.
+    with Emulator(strict_keys=True) as emulator:
+        logs = [{"i": i} for i in range(200)] + [{"user.id": "x", "i": 1000 + j} for j in range(3)]
+
+        def build(p):
+            result = p | beam.Create(logs) | sink(emulator, mode=mode)
+            # stateful mode reports the log as sent (values are strings)
+            assert_that(
+                result.failed | beam.Map(lambda f: (f.error_code, f.status, int(f.log["i"]))),
+                equal_to([("InvalidKey", 400, 1000 + j) for j in range(3)]),
+            )
+
+        _, metrics = run(build)
+        assert sorted(int(log.contents["i"]) for log in emulator.logs()) == list(range(200))
+        assert metrics["split_batches"] >= 3
+        assert metrics["failed_logs"] == 3
+
+
+def test_exhausted_retries_fail_the_bundle_by_default(emulator):
+    emulator.faults.configure(rates={"503": 1.0})
+
+    def build(p):
+        p | beam.Create([{"i": 1}]) | sink(emulator, max_attempts=3)
+
+    with pytest.raises(
+        Exception, match=r"ServerBusy \(HTTP 503\).*request id [0-9A-F]{24}, 3 attempts"
+    ):
+        run(build)
+
+
+@pytest.mark.parametrize("mode", ["bundle", "stateful"])
+def test_exhausted_retries_to_failed_output(emulator, mode):
+    emulator.faults.configure(rates={"quota": 1.0})
+
+    def build(p):
+        result = (
+            p
+            | beam.Create([{"i": i} for i in range(10)])
+            | sink(
+                emulator, max_attempts=2, backoff_max_secs=0.01, on_send_failure="output", mode=mode
+            )
+        )
+        assert_that(
+            result.failed | beam.Map(lambda f: (f.error_code, f.status, int(f.log["i"]))),
+            equal_to([("WriteQuotaExceed", 403, i) for i in range(10)]),
+        )
+
+    _, metrics = run(build)
+    assert emulator.logs() == []
+    assert metrics["failed_logs"] == 10
+    assert metrics["retries"] >= 1
+
+
+def test_permanent_error_fails_fast_with_a_clear_message(emulator):
+    emulator.create_logstore(PROJECT, LOGSTORE, web_tracking=False)
+
+    def build(p):
+        p | beam.Create([{"i": 1}]) | sink(emulator)
+
+    with pytest.raises(Exception, match="web tracking is probably disabled"):
+        run(build)
+    assert emulator.stats()["requests"] == 1
+
+
+def test_retries_and_throttling_metrics(emulator):
+    emulator.faults.script(["quota", "503", "drop"])
+
+    def build(p):
+        (
+            p
+            | beam.Create([{"i": i} for i in range(30)])
+            | sink(
+                emulator,
+                max_in_flight=1,
+                max_batch_logs=10,
+                backoff_base_secs=0.3,
+                backoff_max_secs=0.3,
+            )
+        )
+
+    _, metrics = run(build)
+    assert len(emulator.logs()) == 30
+    assert metrics["retries"] == 3
+    assert metrics["throttled_msecs"] > 0
+    assert metrics["request_latency_ms"].count == 3
+
+
+def test_written_output_reports_each_request(emulator):
+    def build(p):
+        result = (
+            p
+            | beam.Create([{"i": i} for i in range(25)], reshuffle=False)
+            | sink(emulator, max_batch_logs=10, topic="t")
+        )
+        assert_that(
+            result.written | beam.Map(lambda w: (w.topic, w.log_count, w.attempts)),
+            equal_to([("t", 10, 1), ("t", 10, 1), ("t", 5, 1)]),
+        )
+        assert_that(
+            result.written
+            | beam.Map(
+                lambda w: (
+                    isinstance(w, WrittenRequest) and len(w.request_id) == 24 and w.raw_bytes > 0
+                )
+            ),
+            equal_to([True] * 3),
+            label="ids",
+        )
+
+    run(build)
+
+
+def test_streaming_buffer_flushes_on_time_count_and_window_end(emulator):
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (
+        test_stream.TestStream()
+        .advance_watermark_to(0)
+        .add_elements([TimestampedValue({"n": n}, 1) for n in range(5)])
+        .advance_processing_time(5)  # the 5th log waited past max_buffering_secs
+        .add_elements([TimestampedValue({"n": n}, 2) for n in range(5, 15)])
+        .advance_watermark_to_infinity()
+    )
+    with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        (
+            p
+            | stream
+            | beam.WindowInto(FixedWindows(60))
+            | sink(
+                emulator, max_batch_logs=4, max_buffering_secs=2, clock=FakeClock(), num_shards=1
+            )
+        )
+    batches = sorted(
+        sorted(int(log.contents["n"]) for log in batch)
+        for batch in requests_by_id(emulator.logs()).values()
+    )
+    # count flush (4), time flush (the lone 5th), count flushes, then the window end (2).
+    assert batches == [[0, 1, 2, 3], [4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14]]
+
+
+def test_streaming_without_time_limit_waits_for_full_batches(emulator):
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (
+        test_stream.TestStream()
+        .advance_watermark_to(0)
+        .add_elements([TimestampedValue({"n": n}, 1) for n in range(5)])
+        .advance_processing_time(5)
+        .add_elements([TimestampedValue({"n": n}, 2) for n in range(5, 15)])
+        .advance_watermark_to_infinity()
+    )
+    with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        (
+            p
+            | stream
+            | beam.WindowInto(FixedWindows(60))
+            | sink(
+                emulator, max_batch_logs=4, max_buffering_secs=0, clock=FakeClock(), num_shards=1
+            )
+        )
+    sizes = sorted(len(batch) for batch in requests_by_id(emulator.logs()).values())
+    assert sizes == [3, 4, 4, 4]
+
+
+def test_streaming_batches_respect_the_byte_limit(emulator):
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = (
+        test_stream.TestStream()
+        .advance_watermark_to(0)
+        .add_elements([TimestampedValue({"n": n, "pad": "p" * 300}, 1) for n in range(40)])
+        .advance_watermark_to_infinity()
+    )
+    with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        (
+            p
+            | stream
+            | beam.WindowInto(FixedWindows(60))
+            | sink(emulator, max_batch_bytes=2048, clock=FakeClock(), num_shards=1)
+        )
+    batches = list(requests_by_id(emulator.logs()).values())
+    assert sum(map(len, batches)) == 40
+    assert all(len(b) == 6 for b in batches[:-1])  # 6 logs of ~320 bytes fit in 2048, 7 do not
+
+
+def test_pickles_and_runs_in_worker_processes(emulator):
+    def build(p):
+        p | beam.Create([{"i": i} for i in range(2000)]) | sink(emulator, max_batch_logs=100)
+
+    _, metrics = run(build, direct_running_mode="multi_processing", direct_num_workers=2)
+    assert sorted(int(log.contents["i"]) for log in emulator.logs()) == list(range(2000))
+    assert metrics["logs_written"] == 2000
+
+
+def test_construction_errors_name_the_option(emulator):
+    with pytest.raises(ValueError, match="compression"):
+        sink(emulator, compression="gzip")
+    with pytest.raises(ValueError, match="max_batch_logs"):
+        sink(emulator, max_batch_logs=5000)
+    with pytest.raises(ValueError, match="project"):
+        WriteToSLS(emulator.endpoint, "Bad Project", LOGSTORE)
+    with pytest.raises(ValueError, match="mode"):
+        sink(emulator, mode="fast")
+    with pytest.raises(ValueError, match="event_time_key"):
+        sink(emulator, event_time_key="__topic__")
+    with pytest.raises(Exception, match="topic"):
+        sink(emulator, topic="t" * 200)
+
+
+def test_display_data(emulator):
+    items = {item.key: item.value for item in DisplayData.create_from(sink(emulator)).items}
+    assert items["project"] == PROJECT
+    assert items["logstore"] == LOGSTORE
+    assert items["compression"] == "lz4"
+    assert items["max_batch_logs"] == 4096
+
+
+def test_failed_log_is_a_plain_record():
+    failed = FailedLog({"a": 1}, "InvalidLog", "key 'a': rule")
+    assert (failed.status, failed.request_id) == (None, None)
