@@ -41,24 +41,25 @@ _PROJECT_RE = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _LOGSTORE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]")
 
 
+def _validate_name(kind: str, name: str, pattern: re.Pattern, characters: str) -> str:
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise ValueError(
+            f"{kind} {name!r}: must be 3-63 characters of {characters}, "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
 def validate_project(project: str) -> str:
     """Return ``project`` if it is a valid SLS project name, else raise ValueError."""
-    if not isinstance(project, str) or not _PROJECT_RE.fullmatch(project):
-        raise ValueError(
-            f"project {project!r}: must be 3-63 characters of lowercase letters, digits and "
-            "'-', starting and ending with a letter or digit"
-        )
-    return project
+    return _validate_name("project", project, _PROJECT_RE, "lowercase letters, digits and '-'")
 
 
 def validate_logstore(logstore: str) -> str:
     """Return ``logstore`` if it is a valid SLS logstore name, else raise ValueError."""
-    if not isinstance(logstore, str) or not _LOGSTORE_RE.fullmatch(logstore):
-        raise ValueError(
-            f"logstore {logstore!r}: must be 3-63 characters of lowercase letters, digits, "
-            "'-' and '_', starting and ending with a letter or digit"
-        )
-    return logstore
+    return _validate_name(
+        "logstore", logstore, _LOGSTORE_RE, "lowercase letters, digits, '-' and '_'"
+    )
 
 
 @dataclass(frozen=True)

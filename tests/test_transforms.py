@@ -311,77 +311,51 @@ def test_written_output_reports_each_request(emulator):
     run(build)
 
 
-def test_streaming_buffer_flushes_on_time_count_and_window_end(emulator):
+def run_stream(emulator, events, **sink_kwargs):
+    """Run a TestStream of ``events`` (lists of logs, or seconds of processing time to pass)."""
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
-    stream = (
-        test_stream.TestStream()
-        .advance_watermark_to(0)
-        .add_elements([TimestampedValue({"n": n}, 1) for n in range(5)])
-        .advance_processing_time(5)  # the 5th log waited past max_buffering_secs
-        .add_elements([TimestampedValue({"n": n}, 2) for n in range(5, 15)])
-        .advance_watermark_to_infinity()
-    )
+    stream = test_stream.TestStream().advance_watermark_to(0)
+    for event in events:
+        if isinstance(event, list):
+            stream = stream.add_elements([TimestampedValue(log, 1) for log in event])
+        else:
+            stream = stream.advance_processing_time(event)
+    stream = stream.advance_watermark_to_infinity()
     with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
         (
             p
             | stream
             | beam.WindowInto(FixedWindows(60))
-            | sink(
-                emulator, max_batch_logs=4, max_buffering_secs=2, clock=FakeClock(), num_shards=1
-            )
+            | sink(emulator, clock=FakeClock(), num_shards=1, **sink_kwargs)
         )
-    batches = sorted(
+    return sorted(
         sorted(int(log.contents["n"]) for log in batch)
         for batch in requests_by_id(emulator.logs()).values()
     )
-    # count flush (4), time flush (the lone 5th), count flushes, then the window end (2).
+
+
+FIVE_WAIT_TEN = [[{"n": n} for n in range(5)], 5, [{"n": n} for n in range(5, 15)]]
+
+
+def test_streaming_buffer_flushes_on_time_count_and_window_end(emulator):
+    batches = run_stream(emulator, FIVE_WAIT_TEN, max_batch_logs=4, max_buffering_secs=2)
+    # count flush (4), time flush (the lone 5th, which waited past 2 s), count flushes,
+    # then the window end (2).
     assert batches == [[0, 1, 2, 3], [4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14]]
 
 
 def test_streaming_without_time_limit_waits_for_full_batches(emulator):
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    stream = (
-        test_stream.TestStream()
-        .advance_watermark_to(0)
-        .add_elements([TimestampedValue({"n": n}, 1) for n in range(5)])
-        .advance_processing_time(5)
-        .add_elements([TimestampedValue({"n": n}, 2) for n in range(5, 15)])
-        .advance_watermark_to_infinity()
-    )
-    with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
-        (
-            p
-            | stream
-            | beam.WindowInto(FixedWindows(60))
-            | sink(
-                emulator, max_batch_logs=4, max_buffering_secs=0, clock=FakeClock(), num_shards=1
-            )
-        )
-    sizes = sorted(len(batch) for batch in requests_by_id(emulator.logs()).values())
-    assert sizes == [3, 4, 4, 4]
+    batches = run_stream(emulator, FIVE_WAIT_TEN, max_batch_logs=4, max_buffering_secs=0)
+    assert sorted(map(len, batches)) == [3, 4, 4, 4]
 
 
 def test_streaming_batches_respect_the_byte_limit(emulator):
-    options = PipelineOptions()
-    options.view_as(StandardOptions).streaming = True
-    stream = (
-        test_stream.TestStream()
-        .advance_watermark_to(0)
-        .add_elements([TimestampedValue({"n": n, "pad": "p" * 300}, 1) for n in range(40)])
-        .advance_watermark_to_infinity()
-    )
-    with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
-        (
-            p
-            | stream
-            | beam.WindowInto(FixedWindows(60))
-            | sink(emulator, max_batch_bytes=2048, clock=FakeClock(), num_shards=1)
-        )
-    batches = list(requests_by_id(emulator.logs()).values())
+    logs = [{"n": n, "pad": "p" * 300} for n in range(40)]
+    batches = run_stream(emulator, [logs], max_batch_bytes=2048)
     assert sum(map(len, batches)) == 40
-    assert all(len(b) == 6 for b in batches[:-1])  # 6 logs of ~320 bytes fit in 2048, 7 do not
+    # 6 logs of ~320 bytes fit in 2048 beside the group's JSON; 7 do not.
+    assert sorted(map(len, batches)) == [4, 6, 6, 6, 6, 6, 6]
 
 
 def test_pickles_and_runs_in_worker_processes(emulator):
