@@ -210,6 +210,10 @@ def format_event_time(timestamp: Timestamp) -> str:
     return str(seconds) if not micros else f"{seconds}.{micros:06d}".rstrip("0")
 
 
+#: Fields of a log that set its group (and are removed from its content).
+_OWN_GROUP_FIELDS = frozenset({"__topic__", "__source__", "__tags__"})
+
+
 class _LogPreparer:
     """Element → (group, encoded log): the per-element work, on the caller's thread."""
 
@@ -228,9 +232,7 @@ class _LogPreparer:
         """Raises InvalidLogError for a log (or its topic/source/tags) that breaks a rule."""
         log = element_to_log(element)
         group = self._static_group
-        if group is None or (
-            isinstance(log, Mapping) and ("__topic__" in log or "__source__" in log)
-        ):
+        if group is None or (isinstance(log, Mapping) and not _OWN_GROUP_FIELDS.isdisjoint(log)):
             group, log = self._group_of(element, log)
         event_time = None
         if self._encoder.event_time_key and timestamp > MIN_TIMESTAMP:
@@ -247,10 +249,14 @@ class _LogPreparer:
         topic = config.topic(element) if callable(config.topic) else config.topic
         source = config.source(element) if callable(config.source) else config.source
         tags = config.tags(element) if callable(config.tags) else config.tags
-        if isinstance(log, Mapping) and ("__topic__" in log or "__source__" in log):
+        if isinstance(log, Mapping) and not _OWN_GROUP_FIELDS.isdisjoint(log):
             topic = log.get("__topic__", topic)
             source = log.get("__source__", source)
-            log = {k: v for k, v in log.items() if k not in ("__topic__", "__source__")}
+            own_tags = log.get("__tags__", {})
+            if not isinstance(own_tags, Mapping):
+                raise InvalidLogError("__tags__", "a log's __tags__ must be a mapping")
+            tags = {**(tags or {}), **own_tags}
+            log = {k: v for k, v in log.items() if k not in _OWN_GROUP_FIELDS}
         if tags is not None and not isinstance(tags, Mapping):
             raise InvalidLogError("__tags__", f"tags must be a mapping, not {type(tags).__name__}")
         key = (topic, source, tuple(sorted(tags.items(), key=str)) if tags else ())
@@ -608,6 +614,7 @@ class WriteToSLS(beam.PTransform):
       source: log source: a string, or a callable of the element. A log's own
         ``__source__`` field overrides it and is removed from the log.
       tags: tags (a mapping of strings) for every log, or a callable of the element.
+        A log's own ``__tags__`` mapping adds to them and is removed from the log.
       compression: ``lz4`` (default), ``deflate`` or ``none``.
       max_batch_logs: logs per request, at most 4096.
       max_batch_bytes: raw JSON bytes per request, at most 3 MiB (3145728).

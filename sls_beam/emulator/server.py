@@ -345,6 +345,12 @@ class Emulator:
         """Accepted logs, oldest first."""
         return self.store.logs(project, logstore)
 
+    def wait_for_logs(self, count: int, timeout: float, where=None) -> bool:
+        """Block until ``count`` logs have been accepted (those the predicate
+        ``where(StoredLog)`` accepts, if given), or ``timeout`` seconds pass;
+        return whether they were. For tests of streaming pipelines."""
+        return self.store.wait_for_logs(count, timeout, where)
+
     def stats(self) -> dict:
         """Counters: requests, accepted_requests, logs, raw_bytes, body_bytes,
         rejections by errorCode, faults by kind."""

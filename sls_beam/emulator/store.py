@@ -6,6 +6,7 @@ import json
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class Store:
         self.data_dir = Path(data_dir) if data_dir else None
         self.retain = retain
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
         self._tracking: dict[tuple[str, str], bool] = {}
         self._logs: dict[tuple[str, str], list[StoredLog]] = {}
         self._files: dict[tuple[str, str], object] = {}
@@ -122,6 +124,22 @@ class Store:
                     "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
                 )
                 out.flush()
+            self._arrived.notify_all()
+
+    def wait_for_logs(
+        self, count: int, timeout: float, where: Callable[[StoredLog], bool] | None = None
+    ) -> bool:
+        """Block until ``count`` logs (those ``where`` accepts, if given) are stored,
+        or ``timeout`` seconds pass; return whether they are."""
+
+        def arrived() -> bool:
+            if where is None:
+                return self.counters["logs"] >= count
+            found = sum(1 for logs in self._logs.values() for log in logs if where(log))
+            return found >= count
+
+        with self._arrived:
+            return self._arrived.wait_for(arrived, timeout)
 
     def logs(self, project: str | None = None, logstore: str | None = None) -> list[StoredLog]:
         """Accepted logs, oldest first, optionally of one project and logstore."""

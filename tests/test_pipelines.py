@@ -1,0 +1,264 @@
+"""The example pipelines end to end: files into the emulator, Pub/Sub (real emulator) into SLS."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from pipelines import files_to_sls
+from tests.conftest import LOGSTORE, PROJECT
+
+SAMPLE = os.path.join(os.path.dirname(files_to_sls.__file__), "sample", "app-logs.jsonl")
+
+
+def failed_records(prefix):
+    return [
+        json.loads(line)
+        for path in sorted(glob.glob(f"{prefix}*"))
+        for line in open(path, encoding="utf-8")
+    ]
+
+
+def test_files_backfill_into_the_embedded_emulator(tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    summary = files_to_sls.run(
+        ["--input", SAMPLE, "--data-dir", str(data_dir), "--progress-secs", "0.001"]
+    )
+    lines = [line for line in open(SAMPLE, encoding="utf-8") if line.strip()]
+    stored = [
+        json.loads(line)
+        for line in open(data_dir / "demo-project" / "demo-logstore.jsonl", encoding="utf-8")
+    ]
+    failed = failed_records(data_dir / "failed" / "failed")
+    # every line is accounted for: written or in the failed output, with file and reason
+    assert len(stored) + len(failed) == len(lines) == summary["logs_read"]
+    assert {log["contents"]["request_id"] for log in stored} == {
+        json.loads(line)["request_id"]
+        for line in lines
+        if line.startswith("{") and line.rstrip().endswith("}")
+    }
+    assert len(failed) == summary["logs_failed"] == 3
+    assert all(f["file"].endswith("app-logs.jsonl") and f["reason"] for f in failed)
+    assert {log["source"] for log in stored} == {"app-logs.jsonl"}
+    assert summary["logs_written"] == len(stored)
+    assert summary["requests"] >= 1 and summary["raw_bytes"] > summary["sent_bytes"] > 0
+    out, err = capsys.readouterr()
+    assert "logs written" in err and "logs/s" in err  # progress lines
+    assert "summary:" in out and "logs_per_sec" in out and "demo-logstore.jsonl" in out
+
+
+def test_files_formats_and_failed_output(tmp_path, emulator):
+    (tmp_path / "a.txt").write_text("first line\nsecond line\n\nthird\n")
+    (tmp_path / "b.csv").write_text("user,action\nann,login\nbob,logout,EXTRA\ncid,view\n")
+    failed_prefix = str(tmp_path / "out" / "failed")
+    common = [
+        "--endpoint",
+        emulator.endpoint,
+        "--sls_project",
+        PROJECT,
+        "--logstore",
+        LOGSTORE,
+        "--failed-output",
+        failed_prefix,
+        "--topic",
+        "backfill",
+        "--source",
+        "host-1",
+        "--compression",
+        "deflate",
+    ]
+    text = files_to_sls.run(["--input", str(tmp_path / "*.txt"), "--format", "text", *common])
+    assert text["logs_written"] == 3
+    csv = files_to_sls.run(["--input", str(tmp_path / "*.csv"), "--format", "csv", *common])
+    assert (csv["logs_read"], csv["logs_written"], csv["logs_failed"]) == (3, 2, 1)
+    contents = [log.contents for log in emulator.logs(PROJECT, LOGSTORE)]
+    assert {"content": "second line"} in contents
+    assert {"user": "ann", "action": "login"} in contents
+    assert {(log.topic, log.source) for log in emulator.logs()} == {("backfill", "host-1")}
+    [bad] = failed_records(failed_prefix)
+    assert bad["file"].endswith("b.csv") and "header fields" in bad["reason"]
+
+
+def test_files_pipeline_sends_logs_that_break_rules_to_failed_output(tmp_path, emulator):
+    (tmp_path / "x.jsonl").write_text('{"a": 1}\n{"": "empty key"}\n{"__tag__:x": "1"}\n')
+    prefix = str(tmp_path / "failed")
+    summary = files_to_sls.run(
+        [
+            "--input",
+            str(tmp_path / "x.jsonl"),
+            "--endpoint",
+            emulator.endpoint,
+            "--sls_project",
+            PROJECT,
+            "--logstore",
+            LOGSTORE,
+            "--failed-output",
+            prefix,
+        ]
+    )
+    assert (summary["logs_written"], summary["logs_failed"]) == (1, 2)
+    failed = failed_records(prefix)
+    assert sorted((f["stage"], f["error_code"], f["reason"].split(": ")[0]) for f in failed) == [
+        ("write", "InvalidLog", "key ''"),
+        ("write", "InvalidLog", "key '__tag__:x'"),
+    ]
+    assert [log.contents for log in emulator.logs()] == [{"a": "1"}]
+
+
+def test_files_pipeline_fails_loudly_when_the_logstore_refuses_writes(tmp_path, emulator):
+    emulator.create_logstore(PROJECT, LOGSTORE, web_tracking=False)
+    (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
+    with pytest.raises(Exception, match="web tracking is probably disabled"):
+        files_to_sls.run(
+            [
+                "--input",
+                str(tmp_path / "x.jsonl"),
+                "--endpoint",
+                emulator.endpoint,
+                "--sls_project",
+                PROJECT,
+                "--logstore",
+                LOGSTORE,
+            ]
+        )
+
+
+# --- Pub/Sub, against the real Pub/Sub emulator ---------------------------------------------
+
+PUBSUB_LAUNCHER = (
+    shutil.which("cloud-pubsub-emulator")
+    or "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pubsub_emulator(monkeypatch):
+    if not os.path.exists(PUBSUB_LAUNCHER):
+        pytest.skip(
+            "the Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator) "
+            "is not installed"
+        )
+    pytest.importorskip("google.cloud.pubsub_v1", reason="needs apache-beam[gcp]")
+    port = free_port()
+    process = subprocess.Popen(
+        [PUBSUB_LAUNCHER, "--host=127.0.0.1", f"--port={port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    started = threading.Event()
+
+    def watch():
+        for line in process.stdout:
+            if "Server started" in line:
+                started.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert started.wait(120), "the Pub/Sub emulator did not start"
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def is_test_log(log) -> bool:
+    return log.tags.get("origin") == "test"
+
+
+def test_pubsub_pipeline_end_to_end(pubsub_emulator, emulator, tmp_path):
+    from google.cloud import pubsub_v1
+
+    from pipelines import pubsub_to_sls
+
+    topic = "projects/demo-project/topics/logs"
+    subscription = "projects/demo-project/subscriptions/logs-sls"
+    publisher = pubsub_v1.PublisherClient()
+    publisher.create_topic(name=topic)
+    subscriber = pubsub_v1.SubscriberClient()
+    subscriber.create_subscription(name=subscription, topic=topic)
+
+    count = 200
+    futures = []
+    for i in range(count):
+        data = json.dumps({"i": i, "msg": "structured"}) if i % 2 else f"plain message {i}"
+        futures.append(publisher.publish(topic, data.encode(), origin="test", parity=str(i % 2)))
+    futures.append(publisher.publish(topic, b'{"": "empty key"}', origin="bad"))
+    for future in futures:
+        future.result(timeout=30)
+    failed_dir = tmp_path / "failed"
+    result = pubsub_to_sls.run(
+        [
+            "--subscription",
+            subscription,
+            "--endpoint",
+            emulator.endpoint,
+            "--sls_project",
+            PROJECT,
+            "--logstore",
+            LOGSTORE,
+            "--attributes-as",
+            "tags",
+            "--event-time-field",
+            "publish_time",
+            "--runner",
+            "BundleBasedDirectRunner",
+            "--failed-output",
+            str(failed_dir),
+            "--failed-window-secs",
+            "1",
+        ],
+        wait=False,
+    )
+    # The DirectRunner's pull waits up to 30 s on an empty subscription, and timers fire only
+    # between pulls: a heartbeat message every half second keeps the pipeline moving.
+    stop = threading.Event()
+
+    def heartbeat():
+        while not stop.wait(0.5):
+            publisher.publish(topic, b'{"heartbeat": "1"}', origin="heartbeat")
+
+    beats = threading.Thread(target=heartbeat, daemon=True)
+    beats.start()
+    try:
+        assert emulator.wait_for_logs(count, timeout=120, where=is_test_log), emulator.stats()
+        # The failed file appears once its window closes; nothing signals it, so look for it
+        # at the heartbeat's pace, for a bounded time.
+        deadline = time.monotonic() + 60
+        while not glob.glob(f"{failed_dir}/failed*") and time.monotonic() < deadline:
+            stop.wait(0.5)
+        [failed] = failed_records(f"{failed_dir}/failed")
+    finally:
+        stop.set()
+        beats.join()
+        result.cancel()
+    logs = [log for log in emulator.logs(PROJECT, LOGSTORE) if is_test_log(log)]
+    assert len(logs) == count
+    structured = sorted(int(log.contents["i"]) for log in logs if "i" in log.contents)
+    assert structured == list(range(1, count, 2))
+    plain = {log.contents["content"] for log in logs if "content" in log.contents}
+    assert plain == {f"plain message {i}" for i in range(0, count, 2)}
+    assert all(log.tags["origin"] == "test" for log in logs)
+    assert all(float(log.contents["publish_time"]) > 1_600_000_000 for log in logs)
+    assert (failed["stage"], failed["error_code"], failed["record"]) == (
+        "write",
+        "InvalidLog",
+        {"": "empty key", "__tags__": {"origin": "bad"}},
+    )
