@@ -119,8 +119,11 @@ class _Handler(BaseHTTPRequestHandler):
         if not match or (post and match.group(2) != "track"):
             self._discard_body()
             raise Rejection(404, "InvalidPath", "no such resource")
+        with self.server.store.request_in_flight():
+            self._track(post, url, match, request_id)
+
+    def _track(self, post: bool, url, match, request_id: str):
         store, faults = self.server.store, self.server.faults
-        store.bump("counters", "requests")
         body = self._read_body() if post else b""
         fault = faults.next_fault()
         if fault:
@@ -353,7 +356,7 @@ class Emulator:
 
     def stats(self) -> dict:
         """Counters: requests, accepted_requests, logs, raw_bytes, body_bytes,
-        rejections by errorCode, faults by kind."""
+        max_concurrent_requests, rejections by errorCode, faults by kind."""
         return self.store.stats()
 
     def __enter__(self) -> Emulator:

@@ -7,6 +7,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class Store:
         self.retain = retain
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
+        self._in_flight = 0
         self._tracking: dict[tuple[str, str], bool] = {}
         self._logs: dict[tuple[str, str], list[StoredLog]] = {}
         self._files: dict[tuple[str, str], object] = {}
@@ -82,6 +84,21 @@ class Store:
             raise Rejection(
                 401, "Unauthorized", f"web tracking is not enabled for logstore {logstore}"
             )
+
+    @contextmanager
+    def request_in_flight(self):
+        """Count a PutWebTracking request and the most ever answered at once."""
+        with self._lock:
+            self.counters["requests"] += 1
+            self._in_flight += 1
+            self.counters["max_concurrent_requests"] = max(
+                self.counters["max_concurrent_requests"], self._in_flight
+            )
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def bump(self, counter: str, key: str) -> None:
         """Add one to ``counters``, ``rejections`` or ``faults`` under ``key``."""
@@ -164,7 +181,14 @@ class Store:
             return {
                 **{
                     k: self.counters[k]
-                    for k in ("requests", "accepted_requests", "logs", "raw_bytes", "body_bytes")
+                    for k in (
+                        "requests",
+                        "accepted_requests",
+                        "logs",
+                        "raw_bytes",
+                        "body_bytes",
+                        "max_concurrent_requests",
+                    )
                 },
                 "rejections": dict(self.rejections),
                 "faults": dict(self.faults),
