@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ class Batch:
         ``None`` when only the batch's ``window_value`` is known.
       window_value: the ``WindowedValue`` a batch without ``origins`` came in.
       nbytes: total size of ``logs`` (bytes).
+      wrap: when set, ``origins`` hold bare elements and ``wrap(element)``
+        makes their ``WindowedValue`` (only ever needed for a failure).
     """
 
     group: LogGroup
@@ -28,16 +31,18 @@ class Batch:
     origins: list[Any] | None = None
     window_value: Any = None
     nbytes: int = 0
+    wrap: Callable[[Any], Any] | None = None
 
     def origin(self, index: int):
         """The ``WindowedValue`` to report log ``index`` in, should it fail."""
-        if self.origins is not None:
-            return self.origins[index]
-        return self.window_value.with_value(json.loads(self.logs[index]))
+        if self.origins is None:
+            return self.window_value.with_value(json.loads(self.logs[index]))
+        origin = self.origins[index]
+        return self.wrap(origin) if self.wrap else origin
 
     def origin_window(self):
         """A ``WindowedValue`` of the batch (its first log's), to report the request in."""
-        return self.window_value if self.origins is None else self.origins[0]
+        return self.window_value if self.origins is None else self.origin(0)
 
     def halves(self) -> tuple[Batch, Batch]:
         """Split in two, to isolate a log the service refuses."""
@@ -47,7 +52,7 @@ class Batch:
     def _part(self, start: int, stop: int) -> Batch:
         logs = self.logs[start:stop]
         origins = None if self.origins is None else self.origins[start:stop]
-        return Batch(self.group, logs, origins, self.window_value, sum(map(len, logs)))
+        return Batch(self.group, logs, origins, self.window_value, sum(map(len, logs)), self.wrap)
 
 
 class KeyedBatcher:
@@ -60,24 +65,48 @@ class KeyedBatcher:
     input has.
     """
 
-    def __init__(self, limits: BatchLimits, max_buffered_bytes: int):
+    def __init__(
+        self, limits: BatchLimits, max_buffered_bytes: int, wrap: Callable[[Any], Any] | None = None
+    ):
         self.limits = limits
+        self.wrap = wrap
         self.max_buffered_bytes = max_buffered_bytes
         self._open: dict[LogGroup, Batch] = {}
-        self._overheads: dict[LogGroup, int] = {}
+        # Per group: raw bytes its logs and their commas may take in one request.
+        self._room: dict[LogGroup, int] = {}
         self.buffered_bytes = 0
 
-    def add(self, group: LogGroup, log: bytes, origin: Any) -> list[Batch]:
-        """Add one encoded log; return the batches this closed (often none)."""
+    def add(self, group: LogGroup, log: bytes, origin: Any) -> list[Batch] | tuple[()]:
+        """Add one encoded log; return the batches this closed (usually none)."""
+        batch = self._open.get(group)
+        size = len(log)
+        if batch is not None:
+            # The common case, in few operations: room in the batch and in the buffer.
+            count = len(batch.logs)
+            if (
+                count + 1 < self.limits.max_logs
+                and batch.nbytes + count + size <= self._room[group]
+                and self.buffered_bytes + size <= self.max_buffered_bytes
+            ):
+                batch.logs.append(log)
+                batch.origins.append(origin)
+                batch.nbytes += size
+                self.buffered_bytes += size
+                return ()
+        return self._add_closing(group, log, origin)
+
+    def _add_closing(self, group: LogGroup, log: bytes, origin: Any) -> list[Batch]:
         closed = []
         batch = self._open.get(group)
         if batch is None:
-            batch = self._open[group] = Batch(group, [], [])
-            if group not in self._overheads:
-                self._overheads[group] = group.overhead_bytes()
-        elif not self.limits.fits(len(batch.logs), batch.nbytes, len(log), self._overheads[group]):
+            batch = self._open[group] = Batch(group, [], [], wrap=self.wrap)
+            if group not in self._room:
+                self._room[group] = self.limits.max_bytes - group.overhead_bytes()
+        elif not self.limits.fits(
+            len(batch.logs), batch.nbytes, len(log), self.limits.max_bytes - self._room[group]
+        ):
             closed.append(self._close(group))
-            batch = self._open[group] = Batch(group, [], [])
+            batch = self._open[group] = Batch(group, [], [], wrap=self.wrap)
         batch.logs.append(log)
         batch.origins.append(origin)
         batch.nbytes += len(log)

@@ -34,6 +34,7 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from sls_beam.batching import Batch, KeyedBatcher
@@ -49,6 +50,7 @@ from sls_beam.wire import (
     LogEncoder,
     LogGroup,
     check_log_size,
+    not_a_mapping,
 )
 
 #: Beam Metrics namespace of every counter and distribution of the sink.
@@ -228,20 +230,29 @@ class _LogPreparer:
         self._groups: dict[tuple, LogGroup] = {}
         self._overheads: dict[LogGroup, int] = {}
 
-    def prepare(self, element: Any, timestamp: Timestamp) -> tuple[LogGroup, bytes]:
-        """Raises InvalidLogError for a log (or its topic/source/tags) that breaks a rule."""
-        log = element_to_log(element)
+    def prepare(self, element: Any, timestamp: Timestamp | None = None) -> tuple[LogGroup, bytes]:
+        """Raises InvalidLogError for a log (or its topic/source/tags) that breaks a rule.
+
+        ``timestamp`` (the element's) fills ``event_time_key`` when set.
+        """
+        if element.__class__ is dict:
+            log = element
+        else:
+            log = element_to_log(element)
+            if not isinstance(log, Mapping):
+                raise not_a_mapping(log)
         group = self._static_group
-        if group is None or (isinstance(log, Mapping) and not _OWN_GROUP_FIELDS.isdisjoint(log)):
+        if group is None or "__topic__" in log or "__source__" in log or "__tags__" in log:
             group, log = self._group_of(element, log)
         event_time = None
-        if self._encoder.event_time_key and timestamp > MIN_TIMESTAMP:
+        if self._encoder.event_time_key and timestamp is not None and timestamp > MIN_TIMESTAMP:
             event_time = format_event_time(timestamp)
         data = self._encoder.encode(log, event_time)
         overhead = self._overheads.get(group)
         if overhead is None:
             overhead = self._overheads[group] = group.overhead_bytes()
-        check_log_size(len(data), self._max_bytes - overhead)
+        if len(data) + overhead > self._max_bytes:
+            check_log_size(len(data), self._max_bytes - overhead)
         return group, data
 
     def _group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
@@ -403,23 +414,35 @@ class _SinkDoFn(beam.DoFn):
 
 
 class _WriteInBundleFn(_SinkDoFn):
-    """Bounded input: batch per group inside the bundle, send, flush at bundle end."""
+    """Bounded input: batch per group inside the bundle, send, flush at bundle end.
+
+    Each log keeps its element's ``WindowedValue``, so a failed log is
+    reported in its own window with its own timestamp.
+    """
 
     def setup(self):
         self._preparer = _LogPreparer(self._config)
         self._writer = _BatchWriter(self._config, self._metrics)
 
+    _wrap = None  # origins are the elements' WindowedValues
+
     def start_bundle(self):
-        self._batcher = KeyedBatcher(self._config.limits(), self._config.max_buffered_bytes)
+        self._batcher = KeyedBatcher(
+            self._config.limits(), self._config.max_buffered_bytes, self._wrap
+        )
 
     def process(self, element, windowed_value=beam.DoFn.WindowedValueParam):
+        return self._add(element, windowed_value, windowed_value.timestamp)
+
+    def _add(self, element, origin, timestamp):
         try:
-            group, data = self._preparer.prepare(element, windowed_value.timestamp)
+            group, data = self._preparer.prepare(element, timestamp)
         except InvalidLogError as e:
-            yield _invalid(self._metrics, element, e)
-            return
-        for batch in self._batcher.add(group, data, windowed_value):
-            yield from self._writer.submit(batch)
+            return [_invalid(self._metrics, element, e)]
+        closed = self._batcher.add(group, data, origin)
+        if closed:
+            return [output for batch in closed for output in self._writer.submit(batch)]
+        return None
 
     def finish_bundle(self):
         for batch in self._batcher.drain():
@@ -428,6 +451,17 @@ class _WriteInBundleFn(_SinkDoFn):
 
     def teardown(self):
         self._writer.close()
+
+
+class _WriteGlobalInBundleFn(_WriteInBundleFn):
+    """The same for input in the global window, without event times: the common
+    backfill. Asking Beam for each element's window costs ~1 µs a log, so this
+    keeps the bare element and reports a failed one in the global window."""
+
+    _wrap = staticmethod(GlobalWindows.windowed_value)
+
+    def process(self, element):
+        return self._add(element, element, None)
 
 
 class _PrepareForStateFn(_SinkDoFn):
@@ -707,7 +741,13 @@ class WriteToSLS(beam.PTransform):
             streaming = pcoll.pipeline.options.view_as(StandardOptions).streaming
             mode = "stateful" if streaming or not pcoll.is_bounded else "bundle"
         if mode == "bundle":
-            outputs = pcoll | "WriteInBundle" >> beam.ParDo(_WriteInBundleFn(config)).with_outputs(
+            global_window = isinstance(pcoll.windowing.windowfn, GlobalWindows)
+            fn = (
+                _WriteGlobalInBundleFn
+                if global_window and not config.event_time_key
+                else _WriteInBundleFn
+            )(config)
+            outputs = pcoll | "WriteInBundle" >> beam.ParDo(fn).with_outputs(
                 FAILED_TAG, main=WRITTEN_TAG
             )
             return WriteToSLSResult(outputs[WRITTEN_TAG], outputs[FAILED_TAG])

@@ -84,6 +84,8 @@ TIME_KEY = "__time__"
 TAG_KEY_PREFIX = "__tag__:"
 
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+#: A str of at most this many characters is surely within MAX_VALUE_BYTES of UTF-8.
+_SURELY_SHORT_CHARS = MAX_VALUE_BYTES // 4
 
 
 def utf8_len(text: str) -> int:
@@ -144,6 +146,18 @@ class LogGroup:
     topic: str = ""
     source: str = ""
     tags: tuple[tuple[str, str], ...] = ()
+
+    def __hash__(self) -> int:
+        # A group is a dict key for every log on the hot path: hash it once.
+        try:
+            return self._hash
+        except AttributeError:
+            object.__setattr__(self, "_hash", hash((self.topic, self.source, self.tags)))
+            return self._hash
+
+    def __reduce__(self):
+        # Leave the cached hash behind: str hashes differ from process to process.
+        return (LogGroup, (self.topic, self.source, self.tags))
 
     @classmethod
     def of(cls, topic: Any = "", source: Any = "", tags: Mapping[str, Any] | None = None):
@@ -234,8 +248,24 @@ class LogEncoder:
         Raises:
           InvalidLogError: naming the key and the rule, if the log breaks one.
         """
+        if log.__class__ is dict and not self.event_time_key and self._valid_keys.issuperset(log):
+            # The common case, kept to C-level work: known keys, short str values.
+            for value in log.values():
+                if value.__class__ is not str or len(value) > _SURELY_SHORT_CHARS:
+                    break
+            else:
+                if log:
+                    try:
+                        data = _kept(orjson.dumps(log))
+                    except orjson.JSONEncodeError:
+                        data = self._dump(log)  # names the key with the bad text
+                    if len(data) <= self.max_log_bytes:
+                        return data
+        return self._dump(self._normalise(log, event_time))
+
+    def _normalise(self, log: Mapping[str, Any], event_time: str | None) -> dict[str, str]:
         if not isinstance(log, Mapping):
-            raise InvalidLogError(None, f"a log must be a mapping, not {type(log).__name__}")
+            raise not_a_mapping(log)
         fields: dict[str, str] = {}
         valid = self._valid_keys
         time_value = None
@@ -248,7 +278,7 @@ class LogEncoder:
                 if problem:
                     raise InvalidLogError(key, problem)
                 valid.add(key)
-            if value.__class__ is not str or len(value) > MAX_VALUE_BYTES // 4:
+            if value.__class__ is not str or len(value) > _SURELY_SHORT_CHARS:
                 value = self._stringify(key, value)
             fields[key] = value
         if self.event_time_key and self.event_time_key not in fields:
@@ -258,13 +288,17 @@ class LogEncoder:
                 fields[self.event_time_key] = event_time
         if not fields:
             raise InvalidLogError(None, "a log must have at least one field")
+        return fields
+
+    def _dump(self, fields: dict[str, str]) -> bytes:
         try:
-            data = orjson.dumps(fields)
+            data = _kept(orjson.dumps(fields))
         except orjson.JSONEncodeError:
             for key, value in fields.items():
                 _check_utf8(key, value)
             raise
-        check_log_size(len(data), self.max_log_bytes)
+        if len(data) > self.max_log_bytes:
+            check_log_size(len(data), self.max_log_bytes)
         return data
 
     @staticmethod
@@ -276,6 +310,21 @@ class LogEncoder:
                 f"value is {utf8_len(text)} UTF-8 bytes; the limit is {MAX_VALUE_BYTES} (1 MiB)",
             )
         return text
+
+
+def _kept(data: bytes) -> bytes:
+    """A right-sized copy of orjson's output, for logs that wait in a batch.
+
+    orjson writes into a large buffer and shrinks it in place; keeping
+    thousands of those fragments the heap (measured: 2.3 µs a log to keep
+    one, 0.4 µs to copy it), while the copy's buffer is freed at once and reused.
+    """
+    return bytes(memoryview(data))
+
+
+def not_a_mapping(log: Any) -> InvalidLogError:
+    """The error for an element that is not a log at all."""
+    return InvalidLogError(None, f"a log must be a mapping, not {type(log).__name__}")
 
 
 def check_log_size(size: int, max_bytes: int) -> None:

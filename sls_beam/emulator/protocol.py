@@ -148,6 +148,24 @@ def check_key(key: str, strict_keys: bool = False) -> None:
         raise Rejection(400, "InvalidKey", f"reserved key: {key[:64]}")
 
 
+class LogChecker:
+    """Checks logs, remembering keys already found valid (a stream has few distinct keys)."""
+
+    def __init__(self, strict_keys: bool = False):
+        self.strict_keys = strict_keys
+        self._valid_keys: set[str] = set()
+
+    def check(self, log: object) -> dict[str, str]:
+        if not isinstance(log, dict):
+            raise bad_body("each log must be a JSON object")
+        if self._valid_keys.issuperset(log) and {type(v) for v in log.values()} <= {str}:
+            if all(len(v) <= MAX_VALUE_BYTES // 4 for v in log.values()):
+                return log
+        check_log(log, self.strict_keys)
+        self._valid_keys.update(k for k in log if k != "__time__")
+        return log
+
+
 def check_log(log: object, strict_keys: bool = False) -> dict[str, str]:
     if not isinstance(log, dict):
         raise bad_body("each log must be a JSON object")
@@ -162,8 +180,9 @@ def check_log(log: object, strict_keys: bool = False) -> dict[str, str]:
     return log
 
 
-def parse_body(raw: bytes, strict_keys: bool = False) -> LogGroupPayload:
+def parse_body(raw: bytes, checker: LogChecker | None = None) -> LogGroupPayload:
     """Validate the JSON body; raise :class:`Rejection` for anything the service refuses."""
+    checker = checker or LogChecker()
     try:
         payload = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -185,7 +204,7 @@ def parse_body(raw: bytes, strict_keys: bool = False) -> LogGroupPayload:
         topic=_short_field("__topic__", payload.get("__topic__", "")),
         source=_short_field("__source__", payload.get("__source__", "")),
         tags=tags,
-        logs=[check_log(log, strict_keys) for log in logs],
+        logs=[checker.check(log) for log in logs],
         raw_bytes=len(raw),
     )
 

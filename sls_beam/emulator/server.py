@@ -30,6 +30,7 @@ from sls_beam.emulator.faults import ERROR_ANSWERS, FaultPlan
 from sls_beam.emulator.protocol import (
     MAX_BODY_BYTES,
     MAX_GET_URL_BYTES,
+    LogChecker,
     Rejection,
     check_api_version,
     decompress,
@@ -53,7 +54,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address, store: Store, faults: FaultPlan, strict_keys: bool):
         self.store = store
-        self.strict_keys = strict_keys
+        self.checker = LogChecker(strict_keys)
         self.faults = faults
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -146,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw = decompress(
                 body, self.headers.get("x-log-compresstype"), self.headers.get("x-log-bodyrawsize")
             )
-            payload = parse_body(raw, self.server.strict_keys)
+            payload = parse_body(raw, self.server.checker)
         else:
             if len(self.path) > MAX_GET_URL_BYTES:
                 raise Rejection(413, "PostBodyTooLarge", "GET request larger than 16 KB")

@@ -1,0 +1,294 @@
+"""Throughput, latency hiding and memory of WriteToSLS, side by side in one run.
+
+``python -m benchmarks.throughput`` measures, on the same generated data
+(~190-byte logs with 6 fields, made inside a DoFn) and on the DirectRunner's
+FnApiRunner, each scenario ``--repeat`` times (the median is reported):
+
+1. Beam's floor: the same pipeline with an identity ``Map`` instead of the sink.
+2. ``WriteToSLS`` into the emulator (bounded input) with lz4, deflate and none.
+3. ``WriteToSLS`` in streaming mode (the stateful path).
+4. A naive sink: one POST per element (fewer elements; reported per log).
+5. The wire-format encoder alone (normalise + JSON + compress), on one core.
+6. With 50 ms added to every answer: logs/s with ``max_in_flight`` 1, 4 and 16.
+7. Peak RSS for ``--memory-logs`` logs with a fast and with a stalled server.
+
+The emulator runs in a process of its own (like the real service, it is not
+the pipeline's CPU), keeping counters only. Figures go to a table on stdout,
+to ``benchmarks/results/throughput.json`` and to a plot
+``benchmarks/results/throughput.png``. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import apache_beam as beam
+import requests
+
+from benchmarks.common import generated_logs, make_logs
+from sls_beam import WriteToSLS
+from sls_beam.wire import BatchLimits, LogEncoder, LogGroup, encode_request, split_into_requests
+
+RESULTS = Path(__file__).parent / "results"
+PROJECT, LOGSTORE = "bench-project", "bench-logstore"
+
+
+@contextmanager
+def emulator_process(latency_ms: float = 0.0):
+    """The emulator in its own process; yields its endpoint."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sls_beam.emulator", "--no-retain", "--latency-ms", str(latency_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def stats(endpoint: str) -> dict:
+    return requests.get(f"{endpoint}/_emulator/stats", timeout=10).json()
+
+
+def timed(fn: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def median_rate(count: int, run_once: Callable[[], None], repeat: int) -> float:
+    return statistics.median(count / timed(run_once) for _ in range(repeat))
+
+
+def run_pipeline(logs: int, sink: beam.PTransform | None) -> None:
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        generated = generated_logs(p, logs)
+        if sink is None:
+            _ = generated | "Identity" >> beam.Map(lambda log: log)
+        else:
+            _ = generated | sink
+
+
+class NaiveSink(beam.DoFn):
+    """What a user might write first: one uncompressed POST per log, waiting for each."""
+
+    def __init__(self, endpoint: str):
+        self._endpoint = endpoint
+
+    def setup(self):
+        self._session = requests.Session()
+        host = self._endpoint.split("//", 1)[1]
+        self._headers = {
+            "Host": f"{PROJECT}.{host}",
+            "x-log-apiversion": "0.6.0",
+            "Content-Type": "application/json",
+        }
+
+    def process(self, log):
+        body = json.dumps({"__logs__": [{k: str(v) for k, v in log.items()}]})
+        self._session.post(
+            f"{self._endpoint}/logstores/{LOGSTORE}/track",
+            data=body,
+            headers=self._headers,
+            timeout=30,
+        ).raise_for_status()
+
+
+def encoder_rate(logs: int, repeat: int) -> float:
+    data = list(make_logs(0, logs))
+    group = LogGroup()
+
+    def encode_all():
+        encoder = LogEncoder()
+        encoded = [encoder.encode(log) for log in data]
+        for chunk in split_into_requests(encoded, BatchLimits(), group.overhead_bytes()):
+            encode_request(group, chunk, "lz4")
+
+    return median_rate(logs, encode_all, repeat)
+
+
+def sink_scenario(name: str, logs: int, repeat: int, latency_ms: float = 0.0, **sink_args) -> dict:
+    with emulator_process(latency_ms) as endpoint:
+        rate = median_rate(
+            logs,
+            lambda: run_pipeline(logs, WriteToSLS(endpoint, PROJECT, LOGSTORE, **sink_args)),
+            repeat,
+        )
+        counted = stats(endpoint)
+    assert counted["logs"] == logs * repeat, counted
+    raw_per_log = counted["raw_bytes"] / counted["logs"]
+    sent_per_log = counted["body_bytes"] / counted["logs"]
+    return {
+        "scenario": name,
+        "logs_per_sec": round(rate),
+        "raw_mb_per_sec": round(rate * raw_per_log / 1e6, 1),
+        "sent_mb_per_sec": round(rate * sent_per_log / 1e6, 1),
+        "compression_ratio": round(raw_per_log / sent_per_log, 2),
+    }
+
+
+def memory_scenario(logs: int, latency_ms: float, max_batch_logs: int) -> dict:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.memory",
+            "--logs",
+            str(logs),
+            "--latency-ms",
+            str(latency_ms),
+            "--max-batch-logs",
+            str(max_batch_logs),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="WriteToSLS throughput benchmarks")
+    parser.add_argument("--logs", type=int, default=500_000, help="logs per bounded run")
+    parser.add_argument("--streaming-logs", type=int, default=200_000)
+    parser.add_argument("--latency-logs", type=int, default=200_000)
+    parser.add_argument("--naive-logs", type=int, default=2_000)
+    parser.add_argument("--memory-logs", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    rows: list[dict] = []
+
+    def show(row: dict) -> None:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    floor = median_rate(args.logs, lambda: run_pipeline(args.logs, None), args.repeat)
+    show({"scenario": "beam floor (identity Map)", "logs_per_sec": round(floor)})
+    for compression in ("lz4", "deflate", "none"):
+        show(
+            sink_scenario(
+                f"WriteToSLS bounded, {compression}",
+                args.logs,
+                args.repeat,
+                compression=compression,
+            )
+        )
+    show(
+        sink_scenario(
+            "WriteToSLS streaming path (stateful), lz4",
+            args.streaming_logs,
+            args.repeat,
+            mode="stateful",
+        )
+    )
+    with emulator_process() as endpoint:
+        naive = median_rate(
+            args.naive_logs,
+            lambda: run_pipeline(args.naive_logs, beam.ParDo(NaiveSink(endpoint))),
+            args.repeat,
+        )
+    show({"scenario": "naive sink (one POST per log)", "logs_per_sec": round(naive)})
+    encoder = encoder_rate(200_000, args.repeat)
+    show({"scenario": "encoder alone (one core), lz4", "logs_per_sec": round(encoder)})
+    latency = {}
+    for in_flight in (1, 4, 16):
+        row = sink_scenario(
+            f"50 ms RTT, max_in_flight={in_flight} (1000-log batches)",
+            args.latency_logs,
+            args.repeat,
+            latency_ms=50,
+            max_in_flight=in_flight,
+            max_batch_logs=1000,
+        )
+        latency[in_flight] = row["logs_per_sec"]
+        show(row)
+    memory = []
+    if not args.skip_memory:
+        for label, latency_ms in (("fast server", 0), ("stalled server (500 ms answers)", 500)):
+            for logs in (args.memory_logs // 5, args.memory_logs):
+                figures = memory_scenario(logs, latency_ms, 1000)
+                memory.append({"server": label, **figures})
+                print(json.dumps(memory[-1]), flush=True)
+
+    bounded = rows[1]["logs_per_sec"]
+    ratios = {
+        "bounded_lz4_over_floor": round(bounded / floor, 2),
+        "bounded_lz4_over_naive": round(bounded / naive, 1),
+        "bounded_lz4_over_encoder": round(bounded / encoder, 2),
+        "in_flight_4_over_1_at_50ms": round(latency[4] / latency[1], 2),
+        "in_flight_16_over_1_at_50ms": round(latency[16] / latency[1], 2),
+    }
+    machine = {
+        "python": platform.python_version(),
+        "beam": beam.__version__,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    report(rows, ratios, memory, machine)
+
+
+def report(rows: list[dict], ratios: dict, memory: list[dict], machine: dict) -> None:
+    print("\n| scenario | logs/s | raw MB/s | sent MB/s | compression |")
+    print("|---|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['scenario']} | {row['logs_per_sec']:,} | {row.get('raw_mb_per_sec', '')} "
+            f"| {row.get('sent_mb_per_sec', '')} | {row.get('compression_ratio', '')} |"
+        )
+    print("\n| ratio | value |\n|---|---:|")
+    for key, value in ratios.items():
+        print(f"| {key} | {value} |")
+    if memory:
+        print("\n| server | logs | peak RSS MB |\n|---|---:|---:|")
+        for row in memory:
+            print(f"| {row['server']} | {row['logs']:,} | {row['peak_rss_mb']} |")
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"machine": machine, "scenarios": rows, "ratios": ratios, "memory": memory}
+    (RESULTS / "throughput.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot(rows, RESULTS / "throughput.png")
+    print(f"\nwrote {RESULTS / 'throughput.json'} and {RESULTS / 'throughput.png'}")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: pip install -e '.[bench]' for the plot)")
+        return
+    names = [row["scenario"] for row in rows]
+    rates = [row["logs_per_sec"] for row in rows]
+    figure, axes = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    bars = axes.barh(names[::-1], rates[::-1], color="#3b7dd8")
+    axes.set_xscale("log")
+    axes.set_xlabel("logs/s (log scale, median)")
+    axes.set_title("sls_beam WriteToSLS throughput (DirectRunner/FnApiRunner, 2 cores)")
+    for bar, rate in zip(bars, rates[::-1], strict=True):
+        axes.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" {rate:,}",
+            va="center",
+            fontsize=8,
+        )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
