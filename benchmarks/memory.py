@@ -1,7 +1,8 @@
 """Peak memory (RSS) of a WriteToSLS pipeline, in a process of its own.
 
 ``python -m benchmarks.memory --logs 300000 --latency-ms 100`` prints one JSON
-line: ``{"logs": ..., "latency_ms": ..., "peak_rss_mb": ..., "received": ...}``.
+line: ``{"logs", "latency_ms", "baseline_rss_mb", "peak_rss_mb", "growth_mb", …}``:
+the peak is sampled during the measured run, after a warm-up run set the baseline.
 The emulator runs in the same process with ``retain_logs=False`` (it keeps
 counters, not logs), so what grows is the pipeline's own buffering.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import threading
 
 import apache_beam as beam
 
@@ -19,24 +21,61 @@ from sls_beam import WriteToSLS
 from sls_beam.emulator import Emulator, FaultPlan
 
 
+def rss_mb() -> float:
+    """Resident set size now (Linux)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+class RssSampler(threading.Thread):
+    """Samples RSS every ``interval`` seconds until stopped; keeps the largest."""
+
+    def __init__(self, interval: float = 0.05):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.peak = rss_mb()
+        self._stop_event = threading.Event()
+
+    def run(self):
+        while not self._stop_event.wait(self.interval):
+            self.peak = max(self.peak, rss_mb())
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return max(self.peak, rss_mb())
+
+
 def measure(logs: int, latency_ms: float, max_batch_logs: int, max_in_flight: int) -> dict:
     with Emulator(retain_logs=False, faults=FaultPlan(latency_secs=latency_ms / 1000)) as emulator:
-        with beam.Pipeline(runner="FnApiRunner") as p:
-            _ = generated_logs(p, logs) | WriteToSLS(
-                emulator.endpoint,
-                "bench-project",
-                "bench-logstore",
-                max_batch_logs=max_batch_logs,
-                max_in_flight=max_in_flight,
-            )
+        # A first small run warms Beam up, so the baseline holds what every run holds.
+        run(emulator.endpoint, 10_000, max_batch_logs, max_in_flight)
+        baseline = rss_mb()
+        sampler = RssSampler()
+        sampler.start()
+        run(emulator.endpoint, logs, max_batch_logs, max_in_flight)
+        peak = sampler.stop()
         stats = emulator.stats()
     return {
         "logs": logs,
         "latency_ms": latency_ms,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "received": stats["logs"],
+        "baseline_rss_mb": round(baseline, 1),
+        "peak_rss_mb": round(peak, 1),
+        "growth_mb": round(peak - baseline, 1),
+        "received": stats["logs"] - 10_000,
         "max_concurrent_requests": stats["max_concurrent_requests"],
     }
+
+
+def run(endpoint: str, logs: int, max_batch_logs: int, max_in_flight: int) -> None:
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        _ = generated_logs(p, logs) | WriteToSLS(
+            endpoint,
+            "bench-project",
+            "bench-logstore",
+            max_batch_logs=max_batch_logs,
+            max_in_flight=max_in_flight,
+        )
 
 
 def main() -> None:

@@ -252,9 +252,13 @@ def report(rows: list[dict], ratios: dict, memory: list[dict], machine: dict) ->
     for key, value in ratios.items():
         print(f"| {key} | {value} |")
     if memory:
-        print("\n| server | logs | peak RSS MB |\n|---|---:|---:|")
+        print("\n| server | logs | RSS before MB | peak RSS MB | growth MB |")
+        print("|---|---:|---:|---:|---:|")
         for row in memory:
-            print(f"| {row['server']} | {row['logs']:,} | {row['peak_rss_mb']} |")
+            print(
+                f"| {row['server']} | {row['logs']:,} | {row['baseline_rss_mb']} "
+                f"| {row['peak_rss_mb']} | {row['growth_mb']} |"
+            )
     RESULTS.mkdir(exist_ok=True)
     payload = {"machine": machine, "scenarios": rows, "ratios": ratios, "memory": memory}
     (RESULTS / "throughput.json").write_text(json.dumps(payload, indent=2) + "\n")

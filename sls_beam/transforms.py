@@ -18,7 +18,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 import orjson
@@ -35,6 +35,7 @@ from apache_beam.transforms.userstate import (
     on_timer,
 )
 from apache_beam.transforms.window import GlobalWindows
+from apache_beam.typehints.row_type import RowTypeConstraint
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from sls_beam.batching import Batch, KeyedBatcher
@@ -189,7 +190,8 @@ def element_to_log(element: Any) -> Any:
     """The log (a mapping) an element stands for.
 
     Mappings are logs as they are; ``beam.Row``, NamedTuples and dataclass
-    instances map field names to values; ``str`` and ``bytes`` become
+    instances map field names to values (fields that are None are left
+    out, as absent from the record); ``str`` and ``bytes`` become
     ``{"content": element}``. Anything else is returned unchanged, for the
     encoder to refuse with a clear error.
     """
@@ -198,12 +200,16 @@ def element_to_log(element: Any) -> Any:
     if isinstance(element, (str, bytes)):
         return {"content": element}
     if isinstance(element, beam.Row):
-        return element.as_dict()
-    if hasattr(element, "_asdict"):
-        return element._asdict()
-    if dataclasses.is_dataclass(element) and not isinstance(element, type):
-        return {f.name: getattr(element, f.name) for f in dataclasses.fields(element)}
-    return element
+        fields = element.as_dict()
+    elif hasattr(element, "_asdict"):
+        fields = element._asdict()
+    elif dataclasses.is_dataclass(element) and not isinstance(element, type):
+        fields = {f.name: getattr(element, f.name) for f in dataclasses.fields(element)}
+    else:
+        return element
+    # A schema field that is None is absent from this record (Beam YAML gives every row
+    # every field of the schema): leave it out rather than send "null".
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def format_event_time(timestamp: Timestamp) -> str:
@@ -599,6 +605,31 @@ class _SendFromStateFn(_SinkDoFn):
         self._writer.close()
 
 
+_WRITTEN_ROW = RowTypeConstraint.from_fields(
+    [
+        ("topic", str),
+        ("source", str),
+        ("log_count", int),
+        ("raw_bytes", int),
+        ("sent_bytes", int),
+        ("request_id", Optional[str]),  # noqa: UP045 - Beam maps `str | None` to Any
+        ("attempts", int),
+    ]
+)
+
+
+def _written_row(written: WrittenRequest) -> beam.Row:
+    return beam.Row(**dataclasses.asdict(written))
+
+
+def _error_row(failed: FailedLog) -> beam.Row:
+    """A failed log in Beam YAML's standard error form."""
+    where = f" [HTTP {failed.status}, request id {failed.request_id}]" if failed.status else ""
+    return beam.Row(
+        element=failed.log, msg=f"{failed.error_code}: {failed.error_message}{where}", stack=""
+    )
+
+
 def _display_data(config: SLSWriteConfig) -> dict:
     return {
         "endpoint": config.endpoint,
@@ -672,11 +703,14 @@ class WriteToSLS(beam.PTransform):
       verify: TLS verification: True, or a CA bundle path.
       clock: streaming: processing-time clock for ``max_buffering_secs``
         (tests inject one).
+      error_handling: Beam YAML's ``{output: NAME}``: return the outputs as
+        schema'd rows, ``written`` and NAME (``element``, ``msg``, ``stack``).
 
     Returns:
       A :class:`WriteToSLSResult` with ``written`` (a :class:`WrittenRequest`
       per request) and ``failed`` (a :class:`FailedLog` per log not written,
-      in the window of its element).
+      in the window of its element); with ``error_handling``, a dict of
+      ``written`` and the named error output, as Beam YAML expects.
     """
 
     def __init__(
@@ -703,8 +737,12 @@ class WriteToSLS(beam.PTransform):
         num_shards: int = 16,
         verify: bool | str = True,
         clock: Callable[[], float] = time.time,
+        error_handling: Mapping[str, str] | None = None,
     ):
         super().__init__()
+        if error_handling is not None and not isinstance(error_handling.get("output"), str):
+            raise ValueError("error_handling must be {'output': NAME} (Beam YAML's form)")
+        self._error_output = error_handling and error_handling["output"]
         retry = RetryPolicy(
             max_attempts=max_attempts,
             backoff_base_secs=backoff_base_secs,
@@ -734,7 +772,23 @@ class WriteToSLS(beam.PTransform):
             clock,
         )
 
-    def expand(self, pcoll: beam.PCollection) -> WriteToSLSResult:
+    def expand(self, pcoll: beam.PCollection) -> WriteToSLSResult | dict:
+        result = self._write(pcoll)
+        if not self._error_output:
+            return result
+        return {
+            "written": result.written
+            | "WrittenRows" >> beam.Map(_written_row).with_output_types(_WRITTEN_ROW),
+            self._error_output: result.failed
+            | "ErrorRows"
+            >> beam.Map(_error_row).with_output_types(
+                RowTypeConstraint.from_fields(
+                    [("element", pcoll.element_type), ("msg", str), ("stack", str)]
+                )
+            ),
+        }
+
+    def _write(self, pcoll: beam.PCollection) -> WriteToSLSResult:
         config = self._config
         mode = config.mode
         if mode == "auto":

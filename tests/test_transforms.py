@@ -102,6 +102,7 @@ class Point(typing.NamedTuple):
 class Event:
     kind: str
     value: float
+    note: str | None = None  # None: absent from the record, left out of the log
 
 
 def test_element_kinds(emulator):
