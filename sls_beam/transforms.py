@@ -37,6 +37,7 @@ from apache_beam.transforms.userstate import (
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.typehints.row_type import RowTypeConstraint
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.windowed_value import WindowedValue
 
 from sls_beam.batching import Batch, KeyedBatcher
 from sls_beam.client import WebTrackingClient, resolve_target
@@ -254,12 +255,25 @@ class _LogPreparer:
         if self._encoder.event_time_key and timestamp is not None and timestamp > MIN_TIMESTAMP:
             event_time = format_event_time(timestamp)
         data = self._encoder.encode(log, event_time)
-        overhead = self._overheads.get(group)
-        if overhead is None:
-            overhead = self._overheads[group] = group.overhead_bytes()
+        overhead = self.overhead(group)
         if len(data) + overhead > self._max_bytes:
             check_log_size(len(data), self._max_bytes - overhead)
         return group, data
+
+    @property
+    def static_group(self) -> LogGroup | None:
+        """The group of every log, when topic, source and tags are constants."""
+        return self._static_group
+
+    def encode_many(self, logs: list[dict]) -> list[bytes] | None:
+        """Plain logs of the static group, encoded in bulk (see LogEncoder.encode_many)."""
+        return self._encoder.encode_many(logs)
+
+    def overhead(self, group: LogGroup) -> int:
+        overhead = self._overheads.get(group)
+        if overhead is None:
+            overhead = self._overheads[group] = group.overhead_bytes()
+        return overhead
 
     def _group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
         config = self._config
@@ -466,8 +480,47 @@ class _WriteGlobalInBundleFn(_WriteInBundleFn):
 
     _wrap = staticmethod(GlobalWindows.windowed_value)
 
+    def setup(self):
+        super().setup()
+        self._plain_group = self._preparer.static_group
+
+    def start_bundle(self):
+        super().start_bundle()
+        # Plain dicts of the static group wait here and are encoded a batch at a time.
+        self._plain: list[dict] = []
+
     def process(self, element):
+        if element.__class__ is dict and self._plain_group is not None:
+            plain = self._plain
+            plain.append(element)
+            if len(plain) >= self._config.max_batch_logs:
+                return self._flush_plain()
+            return None
         return self._add(element, element, None)
+
+    def _flush_plain(self) -> list:
+        logs, self._plain = self._plain, []
+        if not logs:
+            return []
+        encoded = self._preparer.encode_many(logs)
+        group = self._plain_group
+        if encoded is not None:
+            batch = Batch(group, encoded, logs, None, sum(map(len, encoded)), self._wrap)
+            if self._config.limits().fits(
+                0, 0, batch.nbytes + len(encoded) - 1, self._preparer.overhead(group)
+            ):
+                return list(self._writer.submit(batch))
+        # Not all plain, or too large for one request: log by log, which names any problem.
+        return [output for log in logs for output in self._add(log, log, None) or ()]
+
+    def finish_bundle(self):
+        for output in self._flush_plain():  # finish_bundle must give windowed values
+            if isinstance(output, pvalue.TaggedOutput) and not isinstance(
+                output.value, WindowedValue
+            ):
+                output = pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
+            yield output
+        yield from super().finish_bundle()
 
 
 class _PrepareForStateFn(_SinkDoFn):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 
 import apache_beam as beam
@@ -15,6 +16,7 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from sls_beam import FailedLog, WriteToSLS, WrittenRequest
 from sls_beam.emulator import Emulator
+from sls_beam.wire import LogEncoder
 from tests.beam_helpers import FakeClock, requests_by_id, run
 from tests.conftest import LOGSTORE, PROJECT
 
@@ -394,3 +396,41 @@ def test_display_data(emulator):
 def test_failed_log_is_a_plain_record():
     failed = FailedLog({"a": 1}, "InvalidLog", "key 'a': rule")
     assert (failed.status, failed.request_id) == (None, None)
+
+
+@pytest.mark.parametrize("max_batch_bytes", [4000, 20_000])
+def test_bulk_encoded_batches_match_the_per_log_path(emulator, monkeypatch, max_batch_bytes):
+    # After the first batch has taught the encoder the keys, later batches of plain dicts are
+    # checked and encoded in bulk; a batch holding an odd log, or too large for one request,
+    # goes log by log.
+    logs = [{"i": str(i), "msg": "m" * (i % 50)} for i in range(1000)]
+    logs[650] = {"i": "650", "msg": b"\xff"}  # invalid UTF-8 bytes, in the 7th batch
+    logs[820] = {"i": "820", "msg": 7}  # not a str: stringified on the per-log path
+    bulk_batches = []
+    encode_many = LogEncoder.encode_many
+
+    def counting(self, batch):
+        encoded = encode_many(self, batch)
+        bulk_batches.append(encoded is not None)
+        return encoded
+
+    monkeypatch.setattr(LogEncoder, "encode_many", counting)  # the in-process runner sees it
+
+    def build(p):
+        result = (
+            p
+            | beam.Create(logs, reshuffle=False)
+            | sink(emulator, max_batch_logs=100, max_batch_bytes=max_batch_bytes)
+        )
+        assert_that(result.failed | beam.Map(lambda f: f.log["i"]), equal_to(["650"]))
+
+    run(build)
+    assert bulk_batches == [False] + [True] * 5 + [False, True, False, True]
+    stored = {log.contents["i"]: log.contents["msg"] for log in emulator.logs()}
+    assert len(stored) == 999 and "650" not in stored
+    assert stored["820"] == "7" and stored["49"] == "m" * 49
+    for batch in requests_by_id(emulator.logs()).values():
+        assert len(batch) <= 100
+        raw = [json.dumps(log.contents, separators=(",", ":"), ensure_ascii=False) for log in batch]
+        assert sum(map(len, raw)) <= max_batch_bytes
+    assert emulator.stats()["rejections"] == {}

@@ -200,3 +200,20 @@ def test_limits_cannot_exceed_the_service():
         BatchLimits(max_logs=SERVICE_MAX_LOGS + 1)
     with pytest.raises(ValueError, match="max_batch_bytes"):
         BatchLimits(max_bytes=4 * 1024 * 1024)
+
+
+def test_encode_many_takes_only_plain_logs_with_known_keys():
+    encoder = LogEncoder()
+    plain = [{"a": "1", "b": "x"}, {"a": "2"}]
+    assert encoder.encode_many(plain) is None  # keys not validated yet
+    [encoder.encode(log) for log in plain]
+    assert encoder.encode_many(plain) == [encoder.encode(log) for log in plain]
+    for odd in (
+        [{"a": 1}],
+        [{}],
+        [{"a": "\ud800"}],
+        [{"c": "new key"}],
+        [{"a": "x" * (300 * 1024)}],
+    ):
+        assert encoder.encode_many(plain + odd) is None
+    assert LogEncoder(event_time_key="t").encode_many(plain) is None

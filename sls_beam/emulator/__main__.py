@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="do not keep logs in memory (long benchmarks); counters still count",
     )
+    parser.add_argument(
+        "--trust-logs", action="store_true", help="skip per-log key/value checks (benchmarks)"
+    )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
     args = parser.parse_args(argv)
 

@@ -10,6 +10,7 @@ import json
 import re
 import zlib
 from dataclasses import dataclass, field
+from itertools import chain
 
 import lz4.block
 
@@ -149,21 +150,35 @@ def check_key(key: str, strict_keys: bool = False) -> None:
 
 
 class LogChecker:
-    """Checks logs, remembering keys already found valid (a stream has few distinct keys)."""
+    """Checks a request's logs, remembering keys already found valid.
 
-    def __init__(self, strict_keys: bool = False):
+    A whole request whose logs are all objects with known keys and short
+    string values passes in a few C-level set and map operations; any other
+    request is checked log by log, which says what is wrong. ``trust`` skips
+    the log checks (the body is still decompressed, sized and parsed): for
+    benchmarks, where the emulator shares the pipeline's cores.
+    """
+
+    def __init__(self, strict_keys: bool = False, trust: bool = False):
         self.strict_keys = strict_keys
+        self.trust = trust
         self._valid_keys: set[str] = set()
 
-    def check(self, log: object) -> dict[str, str]:
-        if not isinstance(log, dict):
-            raise bad_body("each log must be a JSON object")
-        if self._valid_keys.issuperset(log) and {type(v) for v in log.values()} <= {str}:
-            if all(len(v) <= MAX_VALUE_BYTES // 4 for v in log.values()):
-                return log
-        check_log(log, self.strict_keys)
-        self._valid_keys.update(k for k in log if k != "__time__")
-        return log
+    def check_all(self, logs: list) -> list[dict[str, str]]:
+        if self.trust:  # benchmarks: the service's CPU is not the pipeline's to spend
+            return logs
+        if all(type(log) is dict for log in logs) and self._valid_keys.issuperset(
+            chain.from_iterable(logs)
+        ):
+            values = list(chain.from_iterable(map(dict.values, logs)))
+            if {str}.issuperset(map(type, values)) and max(map(len, values), default=0) <= (
+                MAX_VALUE_BYTES // 4
+            ):
+                return logs
+        for log in logs:
+            check_log(log, self.strict_keys)
+            self._valid_keys.update(k for k in log if k != "__time__")
+        return logs
 
 
 def check_log(log: object, strict_keys: bool = False) -> dict[str, str]:
@@ -204,7 +219,7 @@ def parse_body(raw: bytes, checker: LogChecker | None = None) -> LogGroupPayload
         topic=_short_field("__topic__", payload.get("__topic__", "")),
         source=_short_field("__source__", payload.get("__source__", "")),
         tags=tags,
-        logs=[checker.check(log) for log in logs],
+        logs=checker.check_all(logs),
         raw_bytes=len(raw),
     )
 

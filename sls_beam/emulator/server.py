@@ -52,9 +52,9 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, store: Store, faults: FaultPlan, strict_keys: bool):
+    def __init__(self, address, store: Store, faults: FaultPlan, checker: LogChecker):
         self.store = store
-        self.checker = LogChecker(strict_keys)
+        self.checker = checker
         self.faults = faults
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -272,6 +272,9 @@ class Emulator:
         digits, ``_``, no leading digit) with 400 InvalidKey; the connector
         itself lets other keys through, so this stands for a service whose
         rules are stricter than the client's.
+      trust_logs: skip the per-log key and value checks (bodies are still
+        decompressed, size-checked and parsed): for benchmarks, where the
+        emulator shares the pipeline's CPU.
       data_dir: keep accepted logs in ``{data_dir}/{project}/{logstore}.jsonl``.
       retain_logs: keep logs in memory for :meth:`logs` (off for long benchmarks).
       faults: a :class:`FaultPlan` (default: no faults).
@@ -284,13 +287,14 @@ class Emulator:
         *,
         strict: bool = False,
         strict_keys: bool = False,
+        trust_logs: bool = False,
         data_dir: str | None = None,
         retain_logs: bool = True,
         faults: FaultPlan | None = None,
     ):
         self.host = host
         self.port = port
-        self.strict_keys = strict_keys
+        self.checker = LogChecker(strict_keys, trust_logs)
         self.store = Store(strict=strict, data_dir=data_dir, retain=retain_logs)
         self.faults = faults or FaultPlan()
         self._server: _Server | None = None
@@ -307,9 +311,7 @@ class Emulator:
     def start(self) -> str:
         """Start serving (on the same port as before after a stop); return the endpoint."""
         if self._server is None:
-            self._server = _Server(
-                (self.host, self.port), self.store, self.faults, self.strict_keys
-            )
+            self._server = _Server((self.host, self.port), self.store, self.faults, self.checker)
             self.port = self._server.server_address[1]
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
