@@ -232,3 +232,16 @@ def test_tls_verification_is_on_by_default(emulator):
     client = WebTrackingClient("cn-hangzhou.log.aliyuncs.com", PROJECT, LOGSTORE)
     assert client.target.url.startswith("https://")
     assert client._verify is True
+
+
+def test_client_and_emulator_load_without_beam():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sls_beam, sls_beam.client, sls_beam.emulator; "
+        "from sls_beam import WebTrackingClient, LogGroup; "
+        "assert 'apache_beam' not in sys.modules, 'Beam was imported'; "
+        "assert sorted(sls_beam.__all__) == sorted([*sls_beam._HOMES, '__version__'])"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
