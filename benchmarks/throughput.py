@@ -303,11 +303,11 @@ def plot(rows: list[dict], path: Path) -> None:
         return
     names = [row["scenario"] for row in rows]
     rates = [row["logs_per_sec"] for row in rows]
-    figure, axes = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.2))
+    figure, axes = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.2))
     bars = axes.barh(names[::-1], rates[::-1], color="#3b7dd8")
     axes.set_xscale("log")
     axes.set_xlabel("logs/s (log scale, median)")
-    axes.set_title("sls_beam WriteToSLS throughput (DirectRunner/FnApiRunner, 2 cores)")
+    axes.set_title("WriteToSLS throughput, FnApiRunner, 2 cores (median)")
     for bar, rate in zip(bars, rates[::-1], strict=True):
         axes.text(
             bar.get_width(),

@@ -54,9 +54,6 @@ class InFlightSender:
         self._pending: deque[Future] = deque()
         self._prefixes: dict = {}
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
     def submit(self, batch: Batch) -> None:
         """Start sending ``batch``; call :meth:`completed` to bound what is in flight."""
         prefix = self._prefixes.get(batch.group)

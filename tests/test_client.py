@@ -245,3 +245,28 @@ def test_client_and_emulator_load_without_beam():
         "assert sorted(sls_beam.__all__) == sorted([*sls_beam._HOMES, '__version__'])"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "status, code, retried, quota",
+    [
+        (None, "RequestError", True, False),
+        (None, "RequestTimeout", True, False),
+        (500, "InternalServerError", True, False),
+        (502, "BadResponse", True, False),
+        (503, "ServerBusy", True, False),
+        (429, "TooManyRequests", True, True),
+        (403, "WriteQuotaExceed", True, True),
+        (403, "ShardWriteQuotaExceed", True, True),
+        (403, "ExceedQuota", True, True),
+        (403, "ProjectForbidden", False, False),
+        (400, "PostBodyInvalid", False, False),
+        (401, "Unauthorized", False, False),
+        (404, "LogStoreNotExist", False, False),
+        (413, "PostBodyTooLarge", False, False),
+    ],
+)
+def test_retry_classification(status, code, retried, quota):
+    policy = RetryPolicy()
+    assert policy.is_retryable(status, code) is retried
+    assert policy.is_quota(status, code) is quota

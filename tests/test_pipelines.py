@@ -20,6 +20,10 @@ from tests.conftest import LOGSTORE, PROJECT
 SAMPLE = os.path.join(os.path.dirname(files_to_sls.__file__), "sample", "app-logs.jsonl")
 
 
+def sink_args(emulator) -> list[str]:
+    return ["--endpoint", emulator.endpoint, "--sls_project", PROJECT, "--logstore", LOGSTORE]
+
+
 def failed_records(prefix):
     return [
         json.loads(line)
@@ -61,12 +65,7 @@ def test_files_formats_and_failed_output(tmp_path, emulator):
     (tmp_path / "b.csv").write_text("user,action\nann,login\nbob,logout,EXTRA\ncid,view\n")
     failed_prefix = str(tmp_path / "out" / "failed")
     common = [
-        "--endpoint",
-        emulator.endpoint,
-        "--sls_project",
-        PROJECT,
-        "--logstore",
-        LOGSTORE,
+        *sink_args(emulator),
         "--failed-output",
         failed_prefix,
         "--topic",
@@ -92,18 +91,7 @@ def test_files_pipeline_sends_logs_that_break_rules_to_failed_output(tmp_path, e
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n{"": "empty key"}\n{"__tag__:x": "1"}\n')
     prefix = str(tmp_path / "failed")
     summary = files_to_sls.run(
-        [
-            "--input",
-            str(tmp_path / "x.jsonl"),
-            "--endpoint",
-            emulator.endpoint,
-            "--sls_project",
-            PROJECT,
-            "--logstore",
-            LOGSTORE,
-            "--failed-output",
-            prefix,
-        ]
+        ["--input", str(tmp_path / "x.jsonl"), *sink_args(emulator), "--failed-output", prefix]
     )
     assert (summary["logs_written"], summary["logs_failed"]) == (1, 2)
     failed = failed_records(prefix)
@@ -118,18 +106,7 @@ def test_files_pipeline_fails_loudly_when_the_logstore_refuses_writes(tmp_path, 
     emulator.create_logstore(PROJECT, LOGSTORE, web_tracking=False)
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
     with pytest.raises(Exception, match="web tracking is probably disabled"):
-        files_to_sls.run(
-            [
-                "--input",
-                str(tmp_path / "x.jsonl"),
-                "--endpoint",
-                emulator.endpoint,
-                "--sls_project",
-                PROJECT,
-                "--logstore",
-                LOGSTORE,
-            ]
-        )
+        files_to_sls.run(["--input", str(tmp_path / "x.jsonl"), *sink_args(emulator)])
 
 
 # --- Pub/Sub, against the real Pub/Sub emulator ---------------------------------------------
@@ -208,12 +185,7 @@ def test_pubsub_pipeline_end_to_end(pubsub_emulator, emulator, tmp_path):
         [
             "--subscription",
             subscription,
-            "--endpoint",
-            emulator.endpoint,
-            "--sls_project",
-            PROJECT,
-            "--logstore",
-            LOGSTORE,
+            *sink_args(emulator),
             "--attributes-as",
             "tags",
             "--event-time-field",
