@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
+import sys
 import threading
 
 import apache_beam as beam
@@ -65,6 +67,27 @@ def measure(logs: int, latency_ms: float, max_batch_logs: int, max_in_flight: in
         "received": stats["logs"] - 10_000,
         "max_concurrent_requests": stats["max_concurrent_requests"],
     }
+
+
+def measure_in_subprocess(
+    logs: int, latency_ms: float, max_batch_logs: int, timeout_secs: float = 900
+) -> dict:
+    """:func:`measure` in a fresh interpreter, so that nothing else is in its memory."""
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.memory",
+        "--logs",
+        str(logs),
+        "--latency-ms",
+        str(latency_ms),
+        "--max-batch-logs",
+        str(max_batch_logs),
+    ]
+    out = subprocess.run(
+        command, check=True, capture_output=True, text=True, timeout=timeout_secs
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def run(endpoint: str, logs: int, max_batch_logs: int, max_in_flight: int) -> None:

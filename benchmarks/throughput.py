@@ -36,6 +36,7 @@ import apache_beam as beam
 import requests
 
 from benchmarks.common import generated_logs, make_logs
+from benchmarks.memory import measure_in_subprocess
 from sls_beam import WriteToSLS
 from sls_beam.wire import BatchLimits, LogEncoder, LogGroup, encode_request, split_into_requests
 
@@ -157,26 +158,6 @@ def sink_scenario(
     }
 
 
-def memory_scenario(logs: int, latency_ms: float, max_batch_logs: int) -> dict:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.memory",
-            "--logs",
-            str(logs),
-            "--latency-ms",
-            str(latency_ms),
-            "--max-batch-logs",
-            str(max_batch_logs),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="WriteToSLS throughput benchmarks")
     parser.add_argument("--logs", type=int, default=500_000, help="logs per bounded run")
@@ -245,7 +226,7 @@ def main() -> None:
     if not args.skip_memory:
         for label, latency_ms in (("fast server", 0), ("stalled server (500 ms answers)", 500)):
             for logs in (args.memory_logs // 5, args.memory_logs):
-                figures = memory_scenario(logs, latency_ms, 1000)
+                figures = measure_in_subprocess(logs, latency_ms, 1000)
                 memory.append({"server": label, **figures})
                 print(json.dumps(memory[-1]), flush=True)
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
 
 import apache_beam as beam
@@ -12,6 +9,7 @@ import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from benchmarks.common import generated_logs
+from benchmarks.memory import measure_in_subprocess
 from sls_beam import WriteToSLS
 from sls_beam.batching import KeyedBatcher
 from sls_beam.emulator import Emulator, FaultPlan
@@ -130,24 +128,7 @@ def test_memory_is_flat_in_the_number_of_logs(latency_ms):
     of even ~150 bytes per log would add 37 MB), with a fast server and a slow one."""
 
     def peak(logs):
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.memory",
-                "--logs",
-                str(logs),
-                "--latency-ms",
-                str(latency_ms),
-                "--max-batch-logs",
-                "1000",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        ).stdout
-        figures = json.loads(out.strip().splitlines()[-1])
+        figures = measure_in_subprocess(logs, latency_ms, 1000, timeout_secs=300)
         assert figures["received"] == logs
         return figures["growth_mb"]
 
