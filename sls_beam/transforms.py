@@ -462,7 +462,7 @@ class _WriteInBundleFn(_SinkDoFn):
         closed = self._batcher.add(group, data, origin)
         if closed:
             return [output for batch in closed for output in self._writer.submit(batch)]
-        return None
+        return ()
 
     def finish_bundle(self):
         for batch in self._batcher.drain():
@@ -495,7 +495,7 @@ class _WriteGlobalInBundleFn(_WriteInBundleFn):
             plain.append(element)
             if len(plain) >= self._config.max_batch_logs:
                 return self._flush_plain()
-            return None
+            return ()
         return self._add(element, element, None)
 
     def _flush_plain(self) -> list:
@@ -511,7 +511,7 @@ class _WriteGlobalInBundleFn(_WriteInBundleFn):
             ):
                 return list(self._writer.submit(batch))
         # Not all plain, or too large for one request: log by log, which names any problem.
-        return [output for log in logs for output in self._add(log, log, None) or ()]
+        return [output for log in logs for output in self._add(log, log, None)]
 
     def finish_bundle(self):
         for output in self._flush_plain():  # finish_bundle must give windowed values
