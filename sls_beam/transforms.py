@@ -604,18 +604,8 @@ class _BufferInStateFn(beam.DoFn):
             yield from self._flush(key, logs, count, size, stale)
 
     @on_timer(WINDOW_END)
-    def on_window_end(
-        self,
-        key=beam.DoFn.KeyParam,
-        logs=beam.DoFn.StateParam(LOGS),
-        count=beam.DoFn.StateParam(COUNT),
-        size=beam.DoFn.StateParam(SIZE),
-        stale=beam.DoFn.TimerParam(STALE),
-    ):
-        yield from self._flush(key, logs, count, size, stale)
-
     @on_timer(STALE)
-    def on_stale(
+    def on_window_end_or_stale(
         self,
         key=beam.DoFn.KeyParam,
         logs=beam.DoFn.StateParam(LOGS),
