@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sls_beam.wire import BatchLimits, LogGroup
+from sls_beam.wire import BatchLimits, LogGroup, encode_plain
 
 
 @dataclass
@@ -24,6 +24,9 @@ class Batch:
       nbytes: total size of ``logs`` (bytes).
       wrap: when set, ``origins`` hold bare elements and ``wrap(element)``
         makes their ``WindowedValue`` (only ever needed for a failure).
+      joined: the logs' JSON already joined by commas, when they were
+        encoded in bulk; ``logs`` is then empty until the batch is split,
+        and ``origins`` hold the plain logs themselves.
     """
 
     group: LogGroup
@@ -32,6 +35,22 @@ class Batch:
     window_value: Any = None
     nbytes: int = 0
     wrap: Callable[[Any], Any] | None = None
+    joined: bytes | None = None
+
+    @classmethod
+    def of_plain(cls, group: LogGroup, plain_logs: list[dict], joined: bytes, wrap=None) -> Batch:
+        """A batch of plain logs encoded in bulk (see ``LogEncoder.encode_many``)."""
+        nbytes = len(joined) - (len(plain_logs) - 1)  # without the commas
+        return cls(group, [], plain_logs, None, nbytes, wrap, joined)
+
+    @property
+    def count(self) -> int:
+        """How many logs the batch holds."""
+        return len(self.origins) if self.joined is not None else len(self.logs)
+
+    def joined_logs(self) -> bytes:
+        """The logs' JSON joined by commas: the middle of the request body."""
+        return self.joined if self.joined is not None else b",".join(self.logs)
 
     def origin(self, index: int):
         """The ``WindowedValue`` to report log ``index`` in, should it fail."""
@@ -46,6 +65,8 @@ class Batch:
 
     def halves(self) -> tuple[Batch, Batch]:
         """Split in two, to isolate a log the service refuses."""
+        if self.joined is not None:  # encoded in bulk: now each log on its own
+            self.logs, self.joined = [encode_plain(log) for log in self.origins], None
         middle = len(self.logs) // 2
         return self._part(0, middle), self._part(middle, len(self.logs))
 

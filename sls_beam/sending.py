@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sls_beam.batching import Batch
 from sls_beam.client import SendResult, WebTrackingClient
 from sls_beam.errors import SLSError
-from sls_beam.wire import encode_request
+from sls_beam.wire import encode_joined
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,9 @@ class InFlightSender:
         return done
 
     def _send(self, batch: Batch, prefix: bytes) -> Outcome:
-        request = encode_request(batch.group, batch.logs, self._compression, prefix=prefix)
+        request = encode_joined(
+            batch.group, batch.joined_logs(), batch.count, self._compression, prefix=prefix
+        )
         sizes = (request.raw_size, len(request.body))
         try:
             return Outcome(batch, *sizes, result=self._client.send(request))

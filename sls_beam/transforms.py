@@ -265,7 +265,7 @@ class _LogPreparer:
         """The group of every log, when topic, source and tags are constants."""
         return self._static_group
 
-    def encode_many(self, logs: list[dict]) -> list[bytes] | None:
+    def encode_many(self, logs: list[dict]) -> bytes | None:
         """Plain logs of the static group, encoded in bulk (see LogEncoder.encode_many)."""
         return self._encoder.encode_many(logs)
 
@@ -326,12 +326,12 @@ class _SinkMetrics:
 
     def written(self, outcome: Outcome) -> None:
         result = outcome.result
-        self.logs_written.inc(len(outcome.batch.logs))
+        self.logs_written.inc(outcome.batch.count)
         self.requests.inc()
         self.raw_bytes.inc(outcome.raw_bytes)
         self.sent_bytes.inc(outcome.sent_bytes)
         self.latency_ms.update(int(result.elapsed_secs * 1000))
-        self.batch_logs.update(len(outcome.batch.logs))
+        self.batch_logs.update(outcome.batch.count)
         self.batch_raw_bytes.update(outcome.raw_bytes)
         self.attempted(result.attempts, result.throttled_secs)
 
@@ -390,7 +390,7 @@ class _BatchWriter:
             record = WrittenRequest(
                 batch.group.topic,
                 batch.group.source,
-                len(batch.logs),
+                batch.count,
                 outcome.raw_bytes,
                 outcome.sent_bytes,
                 result.request_id,
@@ -400,15 +400,15 @@ class _BatchWriter:
             return
         self._metrics.attempted(error.attempts, 0.0)
         refused_content = error.status in (400, 413) and error.error_code in CONTENT_ERROR_CODES
-        if refused_content and len(batch.logs) > 1:
+        if refused_content and batch.count > 1:
             self._metrics.split_batches.inc()
             for half in batch.halves():
                 self._sender.submit(half)
             return
         if not refused_content and self._config.on_send_failure == "raise":
             raise error
-        self._metrics.failed_logs.inc(len(batch.logs))
-        for index in range(len(batch.logs)):
+        self._metrics.failed_logs.inc(batch.count)
+        for index in range(batch.count):
             origin = batch.origin(index)
             failed = FailedLog(
                 origin.value, error.error_code, str(error), error.status, error.request_id
@@ -502,14 +502,12 @@ class _WriteGlobalInBundleFn(_WriteInBundleFn):
         logs, self._plain = self._plain, []
         if not logs:
             return []
-        encoded = self._preparer.encode_many(logs)
+        joined = self._preparer.encode_many(logs)
         group = self._plain_group
-        if encoded is not None:
-            batch = Batch(group, encoded, logs, None, sum(map(len, encoded)), self._wrap)
-            if self._config.limits().fits(
-                0, 0, batch.nbytes + len(encoded) - 1, self._preparer.overhead(group)
-            ):
-                return list(self._writer.submit(batch))
+        if joined is not None and self._config.limits().fits(
+            0, 0, len(joined), self._preparer.overhead(group)
+        ):
+            return list(self._writer.submit(Batch.of_plain(group, logs, joined, self._wrap)))
         # Not all plain, or too large for one request: log by log, which names any problem.
         return [output for log in logs for output in self._add(log, log, None)]
 

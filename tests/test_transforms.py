@@ -434,3 +434,30 @@ def test_bulk_encoded_batches_match_the_per_log_path(emulator, monkeypatch, max_
         raw = [json.dumps(log.contents, separators=(",", ":"), ensure_ascii=False) for log in batch]
         assert sum(map(len, raw)) <= max_batch_bytes
     assert emulator.stats()["rejections"] == {}
+
+
+def test_bulk_encoded_batch_refused_by_the_service_is_split(monkeypatch):
+    # "user.id" passes the connector, so once known it rides in bulk-encoded batches; a
+    # strict-key service refuses such a batch, which is then split log by log.
+    logs = [{"i": str(i)} for i in range(150)]
+    logs[10] = {"i": "10", "user.id": "u"}  # first batch: teaches the encoder the key
+    logs[120] = {"i": "120", "user.id": "u"}  # third batch: encoded in bulk, then refused
+    bulk = []
+    encode_many = LogEncoder.encode_many
+    monkeypatch.setattr(
+        LogEncoder, "encode_many", lambda self, b: bulk.append(encode_many(self, b)) or bulk[-1]
+    )
+    with Emulator(strict_keys=True) as emulator:
+
+        def build(p):
+            result = p | beam.Create(logs, reshuffle=False) | sink(emulator, max_batch_logs=50)
+            assert_that(
+                result.failed | beam.Map(lambda f: (f.error_code, f.log["i"])),
+                equal_to([("InvalidKey", "10"), ("InvalidKey", "120")]),
+            )
+
+        _, metrics = run(build)
+        delivered = sorted(int(log.contents["i"]) for log in emulator.logs())
+    assert [b is not None for b in bulk] == [False, True, True]
+    assert delivered == [i for i in range(150) if i not in (10, 120)]
+    assert metrics["split_batches"] >= 2

@@ -207,13 +207,20 @@ def test_encode_many_takes_only_plain_logs_with_known_keys():
     plain = [{"a": "1", "b": "x"}, {"a": "2"}]
     assert encoder.encode_many(plain) is None  # keys not validated yet
     [encoder.encode(log) for log in plain]
-    assert encoder.encode_many(plain) == [encoder.encode(log) for log in plain]
+    assert encoder.encode_many(plain) == b",".join(encoder.encode(log) for log in plain)
     for odd in (
         [{"a": 1}],
         [{}],
         [{"a": "\ud800"}],
         [{"c": "new key"}],
-        [{"a": "x" * (300 * 1024)}],
+        [{"a": "x" * (1024 * 1024 + 1)}],  # over 1 MiB
     ):
         assert encoder.encode_many(plain + odd) is None
+    long_but_fine = [{"a": "é" * (400 * 1024)}]  # 800 KiB of UTF-8
+    assert encoder.encode_many(long_but_fine) == encoder.encode(long_but_fine[0])
+    assert LogEncoder(max_log_bytes=100).encode_many(plain) is None  # keys unknown there
+    small = LogEncoder(max_log_bytes=20)
+    [small.encode(log) for log in plain]
+    assert small.encode_many(plain) == b'{"a":"1","b":"x"},{"a":"2"}'  # 27 > 20, each fits
+    assert small.encode_many([*plain, {"a": "x" * 30}]) is None  # one log over the limit
     assert LogEncoder(event_time_key="t").encode_many(plain) is None
