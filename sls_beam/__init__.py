@@ -28,9 +28,9 @@ _HOMES = {
     "LogGroup": "sls_beam.wire",
     "WriteToSLS": "sls_beam.transforms",
     "WriteToSLSResult": "sls_beam.transforms",
-    "FailedLog": "sls_beam.transforms",
-    "WrittenRequest": "sls_beam.transforms",
-    "METRICS_NAMESPACE": "sls_beam.transforms",
+    "FailedLog": "sls_beam.records",
+    "WrittenRequest": "sls_beam.records",
+    "METRICS_NAMESPACE": "sls_beam.metrics",
 }
 __all__ = [  # spelled out for linters and IDEs; the same names as _HOMES
     "METRICS_NAMESPACE",
@@ -50,14 +50,10 @@ __all__ = [  # spelled out for linters and IDEs; the same names as _HOMES
 if TYPE_CHECKING:
     from sls_beam.client import SendResult, WebTrackingClient
     from sls_beam.errors import InvalidLogError, SLSError
+    from sls_beam.metrics import METRICS_NAMESPACE
+    from sls_beam.records import FailedLog, WrittenRequest
     from sls_beam.retry import RetryPolicy
-    from sls_beam.transforms import (
-        METRICS_NAMESPACE,
-        FailedLog,
-        WriteToSLS,
-        WriteToSLSResult,
-        WrittenRequest,
-    )
+    from sls_beam.transforms import WriteToSLS, WriteToSLSResult
     from sls_beam.wire import LogGroup
 
 
