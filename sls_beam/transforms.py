@@ -126,7 +126,8 @@ class WriteToSLS(beam.PTransform):
         or the window's end.
       max_buffered_bytes: bounded input: raw bytes buffered over all groups
         in a bundle before the largest batch is sent early.
-      max_in_flight: requests sent concurrently by each worker thread.
+      max_in_flight: requests sent concurrently by each DoFn instance (one per
+        worker thread); more hides more network latency.
       event_time_key: field that carries the event time: a log's ``__time__``
         moves there, or else the element's timestamp (Unix seconds).
       timeout_secs: read timeout of each attempt (seconds).
