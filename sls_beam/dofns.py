@@ -29,10 +29,7 @@ from sls_beam.errors import InvalidLogError
 from sls_beam.metrics import SinkMetrics
 from sls_beam.preparing import LogPreparer
 from sls_beam.records import FailedLog
-from sls_beam.wire import (
-    BatchLimits,
-    LogGroup,
-)
+from sls_beam.wire import BatchLimits, LogGroup
 from sls_beam.writing import BatchWriter
 
 
@@ -60,11 +57,11 @@ class WriteInBundleFn(SinkDoFn):
     reported in its own window with its own timestamp.
     """
 
+    _wrap = None  # origins are the elements' WindowedValues
+
     def setup(self):
         self._preparer = LogPreparer(self._config)
         self._writer = BatchWriter(self._config, self._metrics)
-
-    _wrap = None  # origins are the elements' WindowedValues
 
     def start_bundle(self):
         self._batcher = KeyedBatcher(
