@@ -102,11 +102,11 @@ class KeyedBatcher:
         batch = self._open.get(group)
         size = len(log)
         if batch is not None:
-            # The common case, in few operations: room in the batch and in the buffer.
-            count = len(batch.logs)
+            # The common case, in few operations: room in the batch and in the buffer, and
+            # the batch not full after this log.
             if (
-                count + 1 < self.limits.max_logs
-                and batch.nbytes + count + size <= self._room[group]
+                len(batch.logs) + 1 < self.limits.max_logs
+                and self._fits(batch, size)
                 and self.buffered_bytes + size <= self.max_buffered_bytes
             ):
                 batch.logs.append(log)
@@ -123,9 +123,7 @@ class KeyedBatcher:
             batch = self._open[group] = Batch(group, [], [], wrap=self.wrap)
             if group not in self._room:
                 self._room[group] = self.limits.max_bytes - group.overhead_bytes()
-        elif not self.limits.fits(
-            len(batch.logs), batch.nbytes, len(log), self.limits.max_bytes - self._room[group]
-        ):
+        elif not self._fits(batch, len(log)):
             closed.append(self._close(group))
             batch = self._open[group] = Batch(group, [], [], wrap=self.wrap)
         batch.logs.append(log)
@@ -138,6 +136,14 @@ class KeyedBatcher:
             largest = max(self._open, key=lambda g: self._open[g].nbytes)
             closed.append(self._close(largest))
         return closed
+
+    def _fits(self, batch: Batch, size: int) -> bool:
+        """``BatchLimits.fits`` with the group's room precomputed: one more log of
+        ``size`` bytes, plus its comma, within the request's raw bytes and count."""
+        count = len(batch.logs)
+        return count < self.limits.max_logs and (
+            batch.nbytes + count + size <= self._room[batch.group]
+        )
 
     def drain(self) -> list[Batch]:
         """Close and return every open batch."""

@@ -49,7 +49,6 @@ class InFlightSender:
             raise ValueError("max_in_flight must be at least 1")
         self._client = client
         self._compression = compression
-        self.max_in_flight = max_in_flight
         self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="sls-sender")
         self._pending: deque[Future] = deque()
         self._prefixes: dict = {}
