@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import zlib
+from contextlib import contextmanager
 
 import lz4.block
 import pytest
@@ -369,24 +370,44 @@ def test_survives_garbage(emulator, garbage):
     assert post(emulator).status_code == 200
 
 
-def test_command_line(tmp_path):
+@contextmanager
+def command_line_emulator(*flags: str):
+    """``python -m sls_beam.emulator`` in a process of its own; yields its endpoint."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sls_beam.emulator", "--data-dir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "sls_beam.emulator", *flags], stdout=subprocess.PIPE, text=True
     )
     try:
-        endpoint = process.stdout.readline().strip()
-        assert endpoint.startswith("http://127.0.0.1:")
-        raw = json.dumps(BODY).encode()
-        response = requests.post(
-            f"{endpoint}/logstores/{LOGSTORE}/track",
-            data=raw,
-            timeout=10,
-            headers={"Host": f"{PROJECT}.h", "x-log-apiversion": "0.6.0"},
-        )
-        assert response.status_code == 200
+        yield process.stdout.readline().strip()
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+
+
+def post_to(endpoint: str, body: dict) -> requests.Response:
+    return requests.post(
+        f"{endpoint}/logstores/{LOGSTORE}/track",
+        data=json.dumps(body).encode(),
+        timeout=10,
+        headers={"Host": f"{PROJECT}.h", "x-log-apiversion": "0.6.0"},
+    )
+
+
+def test_command_line(tmp_path):
+    with command_line_emulator("--data-dir", str(tmp_path)) as endpoint:
+        assert endpoint.startswith("http://127.0.0.1:")
+        assert post_to(endpoint, BODY).status_code == 200
     assert len(data_file(tmp_path, PROJECT, LOGSTORE).read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    "flags, log, status",
+    [
+        ((), {"a-b": "x"}, 200),
+        (("--strict-keys",), {"a-b": "x"}, 400),
+        ((), {"n": 5}, 400),
+        (("--trust-logs",), {"n": 5}, 200),
+    ],
+)
+def test_command_line_checking_flags(flags, log, status):
+    with command_line_emulator(*flags) as endpoint:
+        assert post_to(endpoint, {"__logs__": [log]}).status_code == status

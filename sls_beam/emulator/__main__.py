@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> None:
         help="declare a logstore (repeatable)",
     )
     parser.add_argument(
+        "--strict-keys",
+        action="store_true",
+        help="refuse keys other than letters, digits and _ (the documented rule)",
+    )
+    parser.add_argument(
         "--no-retain",
         action="store_true",
         help="do not keep logs in memory (long benchmarks); counters still count",
@@ -45,6 +50,8 @@ def main(argv: list[str] | None = None) -> None:
         args.host,
         args.port,
         strict=args.strict,
+        strict_keys=args.strict_keys,
+        trust_logs=args.trust_logs,
         data_dir=args.data_dir,
         retain_logs=not args.no_retain,
         faults=FaultPlan(latency_secs=args.latency_ms / 1000),
