@@ -14,12 +14,13 @@ for good (see :class:`~sls_beam.retry.RetryPolicy`).
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import requests
@@ -28,6 +29,7 @@ from requests.adapters import HTTPAdapter
 from sls_beam import __version__
 from sls_beam.errors import SLSError
 from sls_beam.retry import RetryPolicy
+from sls_beam.transport import Answer, PendingAnswer, PipelinedTransport
 from sls_beam.wire import (
     BatchLimits,
     EncodedRequest,
@@ -169,7 +171,6 @@ class WebTrackingClient:
         self.project = project
         self.logstore = logstore
         self.retry = retry or RetryPolicy()
-        self._timeout = (connect_timeout_secs, timeout_secs)
         self._rng = random.Random(seed)
         self._sleep = sleep
         self._owns_session = session is None
@@ -178,11 +179,26 @@ class WebTrackingClient:
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+        if not isinstance(session.get_adapter(self.target.url), HTTPAdapter):
+            raise TypeError(
+                f"the session's adapter for {self.target.url} must be a requests HTTPAdapter"
+            )
         self._session = session
-        self._verify = verify
+        self._transport = PipelinedTransport(session, verify, connect_timeout_secs, timeout_secs)
         self._headers = {"User-Agent": f"sls-beam/{__version__}"}
         if self.target.host:
             self._headers["Host"] = self.target.host
+
+    def start(self, request: EncodedRequest) -> PendingSend:
+        """Write the first attempt of ``request`` and return without waiting for the answer.
+
+        A caller keeps several requests in flight by starting them one after
+        another and calling :meth:`PendingSend.result` on the oldest when it
+        needs to; each holds one pooled connection until then.
+        """
+        headers = {**self._headers, **request.headers}
+        started = time.monotonic()
+        return PendingSend(self, request.body, headers, self._begin(request.body, headers), started)
 
     def send(self, request: EncodedRequest) -> SendResult:
         """Send one request, retrying per the policy.
@@ -195,13 +211,26 @@ class WebTrackingClient:
             attempts ran out; it carries status, code, message, request id
             and the number of attempts.
         """
-        headers = {**self._headers, **request.headers}
-        started = time.monotonic()
+        return self.start(request).result()
+
+    def _begin(self, body: bytes, headers: Mapping[str, str]) -> PendingAnswer | _Attempt:
+        try:
+            return self._transport.start(self.target.url, body, headers)
+        except requests.RequestException as e:
+            return _no_answer(e)
+
+    def _until_accepted(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        begun: PendingAnswer | _Attempt,
+        started: float,
+    ) -> SendResult:
         throttled = 0.0
         attempt = 0
         while True:
             attempt += 1
-            status, code, message, request_id = self._attempt(request.body, headers)
+            status, code, message, request_id = _finish(begun)
             if status is not None and 200 <= status < 300:
                 return SendResult(request_id, attempt, throttled, time.monotonic() - started)
             if attempt >= self.retry.max_attempts or not self.retry.is_retryable(status, code):
@@ -211,25 +240,7 @@ class WebTrackingClient:
             if quota:
                 throttled += wait
             self._sleep(wait)
-
-    def _attempt(self, body: bytes, headers: Mapping[str, str]):
-        try:
-            response = self._session.post(
-                self.target.url,
-                data=body,
-                headers=headers,
-                timeout=self._timeout,
-                verify=self._verify,
-            )
-        except requests.Timeout as e:
-            return None, "RequestTimeout", f"no answer in time: {e}", None
-        except requests.RequestException as e:
-            return None, "RequestError", f"{type(e).__name__}: {e}", None
-        request_id = response.headers.get("x-log-requestid")
-        if 200 <= response.status_code < 300:
-            return response.status_code, None, "", request_id
-        code, message = _error_fields(response)
-        return response.status_code, code, message, request_id
+            begun = self._begin(body, headers)
 
     def put_logs(
         self,
@@ -268,10 +279,69 @@ class WebTrackingClient:
         self.close()
 
 
-def _error_fields(response: requests.Response) -> tuple[str, str]:
+class _Attempt(NamedTuple):
+    """How one attempt ended; ``status`` is ``None`` when no answer came."""
+
+    status: int | None
+    error_code: str | None
+    message: str
+    request_id: str | None
+
+
+class PendingSend:
+    """A request whose first attempt is on the wire (see :meth:`WebTrackingClient.start`)."""
+
+    def __init__(
+        self,
+        client: WebTrackingClient,
+        body: bytes,
+        headers: Mapping[str, str],
+        begun: PendingAnswer | _Attempt,
+        started: float,
+    ):
+        self._client = client
+        self._body = body
+        self._headers = headers
+        self._begun = begun
+        self._started = started
+
+    def result(self) -> SendResult:
+        """Read the answer, retrying per the client's policy, as :meth:`WebTrackingClient.send`.
+
+        Raises:
+          SLSError: the service refused the request for good, or the attempts ran out.
+        """
+        return self._client._until_accepted(self._body, self._headers, self._begun, self._started)
+
+    def abandon(self) -> None:
+        """Close the connection without reading the answer (the logs may or may not land)."""
+        if isinstance(self._begun, PendingAnswer):
+            self._begun.abandon()
+
+
+def _no_answer(error: requests.RequestException) -> _Attempt:
+    if isinstance(error, requests.Timeout):
+        return _Attempt(None, "RequestTimeout", f"no answer in time: {error}", None)
+    return _Attempt(None, "RequestError", f"{type(error).__name__}: {error}", None)
+
+
+def _finish(begun: PendingAnswer | _Attempt) -> _Attempt:
+    if isinstance(begun, _Attempt):  # failed before an answer could come
+        return begun
     try:
-        payload = response.json()
+        answer = begun.read()
+    except requests.RequestException as e:
+        return _no_answer(e)
+    request_id = answer.headers.get("x-log-requestid")
+    if 200 <= answer.status < 300:
+        return _Attempt(answer.status, None, "", request_id)
+    return _Attempt(answer.status, *_error_fields(answer), request_id)
+
+
+def _error_fields(answer: Answer) -> tuple[str, str]:
+    try:
+        payload = json.loads(answer.body)
         return str(payload["errorCode"]), str(payload.get("errorMessage", ""))
     except (ValueError, KeyError, TypeError):
-        text = response.text.strip() or response.reason or ""
-        return "BadResponse", f"HTTP {response.status_code}: {text}"
+        text = answer.body.decode("utf-8", "replace").strip() or answer.reason or ""
+        return "BadResponse", f"HTTP {answer.status}: {text}"

@@ -1,15 +1,14 @@
-"""Keeping up to N requests in flight, to hide network latency behind encoding."""
+"""Keeping up to N requests in flight, to hide network latency behind batching."""
 
 from __future__ import annotations
 
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sls_beam.batching import Batch
-from sls_beam.client import SendResult, WebTrackingClient
+from sls_beam.client import PendingSend, SendResult, WebTrackingClient
 from sls_beam.errors import SLSError
-from sls_beam.wire import encode_joined
+from sls_beam.wire import EncodedRequest, encode_joined
 
 
 @dataclass(frozen=True)
@@ -32,16 +31,19 @@ class Outcome:
 
 
 class InFlightSender:
-    """Compresses and sends batches on background threads, at most N at once.
+    """Sends batches with up to N requests awaiting their answers, on the caller's thread.
 
-    Outcomes come back in submission order through :meth:`completed`, so the
-    caller (one Beam DoFn thread) handles every outcome itself: metrics and
-    outputs are only touched on the caller's thread.
+    Each batch is compressed and written on a keep-alive connection of its
+    own as soon as it is submitted; its answer is read (and any retry made)
+    only when :meth:`completed` must make room or is asked to drain. So the
+    network's round trips overlap with the caller's batching without any
+    thread, and metrics and outputs are only touched on the caller's thread.
+    Outcomes come back in submission order.
 
     Args:
-      client: sends each request (its retries run on the sending thread).
+      client: sends each request and retries it per its policy.
       compression: ``lz4``, ``deflate`` or ``none``.
-      max_in_flight: requests sent concurrently (>= 1).
+      max_in_flight: requests written and not yet answered, at most (>= 1).
     """
 
     def __init__(self, client: WebTrackingClient, compression: str, max_in_flight: int):
@@ -49,8 +51,7 @@ class InFlightSender:
             raise ValueError("max_in_flight must be at least 1")
         self._client = client
         self._compression = compression
-        self._pool = ThreadPoolExecutor(max_in_flight, thread_name_prefix="sls-sender")
-        self._pending: deque[Future] = deque()
+        self._pending: deque[tuple[Batch, EncodedRequest, PendingSend]] = deque()
         self._prefixes: dict = {}
 
     def submit(self, batch: Batch) -> None:
@@ -58,26 +59,25 @@ class InFlightSender:
         prefix = self._prefixes.get(batch.group)
         if prefix is None:
             prefix = self._prefixes[batch.group] = batch.group.body_prefix()
-        self._pending.append(self._pool.submit(self._send, batch, prefix))
-
-    def completed(self, keep: int) -> list[Outcome]:
-        """Outcomes of finished requests, oldest first, waiting until at most ``keep`` remain."""
-        done = []
-        while self._pending and (len(self._pending) > keep or self._pending[0].done()):
-            done.append(self._pending.popleft().result())
-        return done
-
-    def _send(self, batch: Batch, prefix: bytes) -> Outcome:
         request = encode_joined(
             batch.group, batch.joined_logs(), batch.count, self._compression, prefix=prefix
         )
-        sizes = (request.raw_size, len(request.body))
-        try:
-            return Outcome(batch, *sizes, result=self._client.send(request))
-        except SLSError as e:
-            return Outcome(batch, *sizes, error=e)
+        self._pending.append((batch, request, self._client.start(request)))
+
+    def completed(self, keep: int) -> list[Outcome]:
+        """Outcomes of the oldest requests, waiting for answers until at most ``keep`` remain."""
+        done = []
+        while len(self._pending) > keep:
+            batch, request, pending = self._pending.popleft()
+            sizes = (request.raw_size, len(request.body))
+            try:
+                done.append(Outcome(batch, *sizes, result=pending.result()))
+            except SLSError as e:
+                done.append(Outcome(batch, *sizes, error=e))
+        return done
 
     def close(self) -> None:
-        """Stop the sending threads (requests still pending are abandoned)."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Drop the requests still awaiting answers (their logs may or may not land)."""
+        for _, _, pending in self._pending:
+            pending.abandon()
         self._pending.clear()

@@ -228,12 +228,6 @@ def test_errors_pickle_with_every_field():
     assert len(copy.error_message) < 250  # server text is truncated
 
 
-def test_tls_verification_is_on_by_default(emulator):
-    client = WebTrackingClient("cn-hangzhou.log.aliyuncs.com", PROJECT, LOGSTORE)
-    assert client.target.url.startswith("https://")
-    assert client._verify is True
-
-
 def test_client_and_emulator_load_without_beam():
     import subprocess
     import sys

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import asdict
@@ -278,6 +279,8 @@ class Emulator:
       data_dir: keep accepted logs in ``{data_dir}/{project}/{logstore}.jsonl``.
       retain_logs: keep logs in memory for :meth:`logs` (off for long benchmarks).
       faults: a :class:`FaultPlan` (default: no faults).
+      tls: serve HTTPS with this server-side ``ssl.SSLContext`` (to test
+        certificate settings such as ``verify`` and ``REQUESTS_CA_BUNDLE``).
     """
 
     def __init__(
@@ -291,8 +294,10 @@ class Emulator:
         data_dir: str | None = None,
         retain_logs: bool = True,
         faults: FaultPlan | None = None,
+        tls: ssl.SSLContext | None = None,
     ):
         self.host = host
+        self.tls = tls
         self.port = port
         self.checker = LogChecker(strict_keys, trust_logs)
         self.store = Store(strict=strict, data_dir=data_dir, retain=retain_logs)
@@ -302,17 +307,19 @@ class Emulator:
 
     @property
     def endpoint(self) -> str:
-        """``http://host:port`` of the running emulator."""
+        """``http://host:port`` (``https://`` with ``tls``) of the running emulator."""
         if self._server is None:
             raise RuntimeError("the emulator is not running; call start()")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     def start(self) -> str:
         """Start serving (on the same port as before after a stop); return the endpoint."""
         if self._server is None:
             self._server = _Server((self.host, self.port), self.store, self.faults, self.checker)
             self.port = self._server.server_address[1]
+            if self.tls:
+                self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.05},

@@ -1,0 +1,204 @@
+"""Requests written now and answered later, keeping requests' proxy and TLS settings.
+
+Real sockets on 127.0.0.1: the emulator (over HTTP and HTTPS), and a small
+forwarding proxy that records what it relays.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import ipaddress
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from sls_beam.client import WebTrackingClient
+from sls_beam.emulator import Emulator
+from sls_beam.errors import SLSError
+from sls_beam.retry import RetryPolicy
+from sls_beam.wire import LogEncoder, LogGroup, encode_request
+from tests.conftest import LOGSTORE, PROJECT
+
+ONCE = RetryPolicy(max_attempts=1)
+
+
+def request_of(*messages: str):
+    encoder = LogEncoder()
+    return encode_request(LogGroup(), [encoder.encode({"msg": m}) for m in messages], "lz4")
+
+
+def test_requests_are_written_before_any_answer_is_read(emulator):
+    emulator.faults.configure(slow_secs=1)
+    emulator.faults.script(["slow"] * 3)  # each answer comes 1 s after its logs are stored
+    client = WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE)
+    pending = [client.start(request_of(f"m{i}")) for i in range(3)]
+    # All three are in the server at once: none of the starts waited for an answer.
+    assert emulator.store.wait_for_logs(3, timeout=10)
+    assert emulator.store.counters["max_concurrent_requests"] == 3
+    results = [p.result() for p in pending]
+    stored = {log.contents["msg"]: log.request_id for log in emulator.logs(PROJECT, LOGSTORE)}
+    assert [r.request_id for r in results] == [stored["m0"], stored["m1"], stored["m2"]]
+    assert [r.attempts for r in results] == [1, 1, 1]
+
+
+def test_a_pending_request_is_retried_when_its_answer_is_read(emulator):
+    emulator.faults.script(["503"])
+    client = WebTrackingClient(
+        emulator.endpoint, PROJECT, LOGSTORE, retry=RetryPolicy(backoff_base_secs=0.001)
+    )
+    pending = client.start(request_of("again"))
+    assert pending.result().attempts == 2
+    assert [log.contents["msg"] for log in emulator.logs(PROJECT, LOGSTORE)] == ["again"]
+
+
+def test_an_abandoned_request_frees_its_connection(emulator):
+    client = WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE, pool_size=1)
+    client.start(request_of("first")).abandon()
+    assert client.send(request_of("second")).attempts == 1
+
+
+def test_a_session_without_an_http_adapter_is_refused():
+    session = requests.Session()
+    session.mount("http://", requests.adapters.BaseAdapter())
+    with pytest.raises(TypeError, match="HTTPAdapter"):
+        WebTrackingClient("http://127.0.0.1:1", PROJECT, LOGSTORE, session=session)
+
+
+class _ForwardingProxy(ThreadingHTTPServer):
+    """A plain-HTTP forward proxy: relays absolute-URI requests and records their targets."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.seen: list[tuple[str, str | None]] = []
+        super().__init__(("127.0.0.1", 0), _ProxyHandler)
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _ForwardingProxy
+
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass
+
+    def do_POST(self):
+        self.server.seen.append((self.path, self.headers.get("Proxy-Authorization")))
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        url = urlsplit(self.path)
+        upstream = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        headers = {k: v for k, v in self.headers.items() if not k.lower().startswith("proxy-")}
+        upstream.request("POST", url.path, body=body, headers=headers)
+        answer = upstream.getresponse()
+        payload = answer.read()
+        self.send_response(answer.status)
+        for key, value in answer.getheaders():
+            if key.lower() not in ("connection", "content-length", "server", "date"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        upstream.close()
+
+
+@pytest.fixture
+def proxy():
+    server = _ForwardingProxy()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize("configured_by", ["environment", "session"])
+def test_requests_go_through_the_configured_proxy(emulator, proxy, monkeypatch, configured_by):
+    proxy_url = f"http://user:secret@127.0.0.1:{proxy.server_address[1]}"
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=4))
+    if configured_by == "environment":
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    else:
+        session.proxies = {"http": proxy_url}
+    client = WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE, session=session, retry=ONCE)
+    client.send(request_of("via proxy"))
+    [(path, authorization)] = proxy.seen
+    assert path == f"{emulator.endpoint}/logstores/{LOGSTORE}/track"  # absolute URI: a proxy hop
+    assert authorization == "Basic dXNlcjpzZWNyZXQ="  # user:secret, as requests sends it
+    assert [log.contents["msg"] for log in emulator.logs(PROJECT, LOGSTORE)] == ["via proxy"]
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1: (cert path, key path)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sls-beam test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tmp_path_factory.mktemp("tls")
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def tls_emulator(certificate):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    with Emulator(tls=context) as running:
+        yield running
+
+
+def test_tls_is_verified_by_default(tls_emulator, monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    client = WebTrackingClient(tls_emulator.endpoint, PROJECT, LOGSTORE, retry=ONCE)
+    with pytest.raises(SLSError, match="SSLError") as raised:
+        client.send(request_of("unverified"))
+    assert raised.value.status is None
+    assert tls_emulator.logs(PROJECT, LOGSTORE) == []
+
+
+@pytest.mark.parametrize("trusted_by", ["verify", "REQUESTS_CA_BUNDLE"])
+def test_tls_with_a_ca_bundle(tls_emulator, certificate, monkeypatch, trusted_by):
+    cert_path, _ = certificate
+    verify: bool | str = cert_path
+    if trusted_by == "REQUESTS_CA_BUNDLE":
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert_path)
+        verify = True
+    client = WebTrackingClient(tls_emulator.endpoint, PROJECT, LOGSTORE, retry=ONCE, verify=verify)
+    assert tls_emulator.endpoint.startswith("https://127.0.0.1:")
+    assert client.send(request_of("over tls")).attempts == 1
+    assert [log.contents["msg"] for log in tls_emulator.logs(PROJECT, LOGSTORE)] == ["over tls"]
