@@ -313,6 +313,11 @@ class PendingSend:
         """
         return self._client._until_accepted(self._body, self._headers, self._begun, self._started)
 
+    def answered(self) -> bool:
+        """Whether :meth:`result` can start without waiting: the first answer (or a
+        close, or an error before sending) is already there."""
+        return not isinstance(self._begun, PendingAnswer) or self._begun.arrived()
+
     def abandon(self) -> None:
         """Close the connection without reading the answer (the logs may or may not land)."""
         if isinstance(self._begun, PendingAnswer):

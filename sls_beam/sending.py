@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sls_beam.batching import Batch
@@ -30,20 +31,31 @@ class Outcome:
     error: SLSError | None = None
 
 
-class InFlightSender:
-    """Sends batches with up to N requests awaiting their answers, on the caller's thread.
+@dataclass
+class _Request:
+    """One batch on its way: compressing, then written, then answered."""
 
-    Each batch is compressed and written on a keep-alive connection of its
-    own as soon as it is submitted; its answer is read (and any retry made)
-    only when :meth:`completed` must make room or is asked to drain. So the
-    network's round trips overlap with the caller's batching without any
-    thread, and metrics and outputs are only touched on the caller's thread.
-    Outcomes come back in submission order.
+    batch: Batch
+    encoding: Future[EncodedRequest]
+    request: EncodedRequest | None = None
+    pending: PendingSend | None = None
+
+
+class InFlightSender:
+    """Sends batches with up to N requests unanswered, all on the caller's thread but compression.
+
+    A submitted batch is compressed on a helper thread (zlib and lz4 let the
+    caller's thread run meanwhile), then written on a keep-alive connection
+    of its own; its answer is read (and any retry made) only when
+    :meth:`completed` must make room or is asked to drain. So compression
+    and the network's round trips overlap with the caller's batching, and
+    metrics and outputs are only touched on the caller's thread. Outcomes
+    come back in submission order.
 
     Args:
       client: sends each request and retries it per its policy.
       compression: ``lz4``, ``deflate`` or ``none``.
-      max_in_flight: requests written and not yet answered, at most (>= 1).
+      max_in_flight: batches submitted and not yet answered, at most (>= 1).
     """
 
     def __init__(self, client: WebTrackingClient, compression: str, max_in_flight: int):
@@ -51,7 +63,8 @@ class InFlightSender:
             raise ValueError("max_in_flight must be at least 1")
         self._client = client
         self._compression = compression
-        self._pending: deque[tuple[Batch, EncodedRequest, PendingSend]] = deque()
+        self._compressor = ThreadPoolExecutor(1, thread_name_prefix="sls-compress")
+        self._queue: deque[_Request] = deque()  # oldest first
         self._prefixes: dict = {}
 
     def submit(self, batch: Batch) -> None:
@@ -59,25 +72,47 @@ class InFlightSender:
         prefix = self._prefixes.get(batch.group)
         if prefix is None:
             prefix = self._prefixes[batch.group] = batch.group.body_prefix()
-        request = encode_joined(
-            batch.group, batch.joined_logs(), batch.count, self._compression, prefix=prefix
+        encoding = self._compressor.submit(
+            encode_joined,
+            batch.group,
+            batch.joined_logs(),
+            batch.count,
+            self._compression,
+            prefix=prefix,
         )
-        self._pending.append((batch, request, self._client.start(request)))
+        self._queue.append(_Request(batch, encoding))
 
     def completed(self, keep: int) -> list[Outcome]:
         """Outcomes of the oldest requests, waiting for answers until at most ``keep`` remain."""
+        self._write_compressed(wait=False)
         done = []
-        while len(self._pending) > keep:
-            batch, request, pending = self._pending.popleft()
-            sizes = (request.raw_size, len(request.body))
+        while len(self._queue) > keep:
+            oldest = self._queue[0]
+            if oldest.pending is None or not oldest.pending.answered():
+                # About to wait: first put every batch on the wire, so that the
+                # service works on all of them meanwhile.
+                self._write_compressed(wait=True)
+            self._queue.popleft()
+            sizes = (oldest.request.raw_size, len(oldest.request.body))
             try:
-                done.append(Outcome(batch, *sizes, result=pending.result()))
+                done.append(Outcome(oldest.batch, *sizes, result=oldest.pending.result()))
             except SLSError as e:
-                done.append(Outcome(batch, *sizes, error=e))
+                done.append(Outcome(oldest.batch, *sizes, error=e))
         return done
+
+    def _write_compressed(self, wait: bool) -> None:
+        """Write, in order, the batches whose compression has finished (``wait``: all)."""
+        for sending in self._queue:
+            if sending.pending is None:
+                if not (wait or sending.encoding.done()):
+                    return
+                sending.request = sending.encoding.result()
+                sending.pending = self._client.start(sending.request)
 
     def close(self) -> None:
         """Drop the requests still awaiting answers (their logs may or may not land)."""
-        for _, _, pending in self._pending:
-            pending.abandon()
-        self._pending.clear()
+        for sending in self._queue:
+            if sending.pending is not None:
+                sending.pending.abandon()
+        self._queue.clear()
+        self._compressor.shutdown(wait=False, cancel_futures=True)

@@ -19,7 +19,8 @@ Value rules (how a Python value becomes the string the service stores):
 ============================  =================================================
 Python value                  string sent
 ============================  =================================================
-``str``                       as is (must be valid UTF-8: no lone surrogates)
+``str``                       as is (must be valid UTF-8: no lone surrogates);
+                              a subclass (a ``str`` enum) by its characters
 ``bytes``                     decoded as UTF-8 (an error if it is not UTF-8)
 ``bool``                      ``"true"`` / ``"false"``
 ``None``                      ``"null"``
@@ -87,7 +88,6 @@ TAG_KEY_PREFIX = "__tag__:"
 _NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 #: A str of at most this many characters is surely within MAX_VALUE_BYTES of UTF-8.
 _SURELY_SHORT_CHARS = MAX_VALUE_BYTES // 4
-_JUST_STR = frozenset({str})
 
 
 def utf8_len(text: str) -> int:
@@ -278,13 +278,13 @@ class LogEncoder:
         """
         if self.event_time_key or not all(logs):
             return None
-        if not self._valid_keys.issuperset(chain.from_iterable(logs)):
-            return None
-        if not _JUST_STR.issuperset(map(type, chain.from_iterable(map(dict.values, logs)))):
+        if not self._valid_keys.issuperset(set().union(*logs)):
             return None
         try:
+            # Every value a str (join refuses anything else), then one orjson call.
+            "".join(chain.from_iterable(map(dict.values, logs)))
             joined = orjson.dumps(logs)[1:-1]
-        except orjson.JSONEncodeError:
+        except (TypeError, orjson.JSONEncodeError):
             return None
         # No value and no log can be longer than all of them together.
         if (
@@ -406,7 +406,10 @@ def stringify(key: str, value: Any) -> str:
             raise InvalidLogError(key, f"value cannot be written as JSON: {e}") from None
     if isinstance(value, (datetime.date, datetime.time)):
         return value.isoformat()
-    # Subclasses (IntEnum, numpy scalars registered as numbers) take their base form.
+    # Subclasses (StrEnum, IntEnum, numpy scalars registered as numbers) take
+    # their base form, as orjson writes them.
+    if isinstance(value, str):
+        return str.__str__(value)
     if isinstance(value, bool):
         return stringify(key, bool(value))
     if isinstance(value, int):

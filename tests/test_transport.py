@@ -66,6 +66,15 @@ def test_an_abandoned_request_frees_its_connection(emulator):
     assert client.send(request_of("second")).attempts == 1
 
 
+def test_a_pool_the_session_let_go_is_replaced(emulator):
+    session = requests.Session()
+    client = WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE, session=session)
+    client.send(request_of("before"))
+    session.get_adapter(emulator.endpoint).poolmanager.clear()  # closes the pool in use
+    assert client.send(request_of("after")).attempts == 1
+    assert len(emulator.logs(PROJECT, LOGSTORE)) == 2
+
+
 def test_a_session_without_an_http_adapter_is_refused():
     session = requests.Session()
     session.mount("http://", requests.adapters.BaseAdapter())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import enum
 import json
 import math
 
@@ -224,3 +225,21 @@ def test_encode_many_takes_only_plain_logs_with_known_keys():
     assert small.encode_many(plain) == b'{"a":"1","b":"x"},{"a":"2"}'  # 27 > 20, each fits
     assert small.encode_many([*plain, {"a": "x" * 30}]) is None  # one log over the limit
     assert LogEncoder(event_time_key="t").encode_many(plain) is None
+
+
+class Level(str, enum.Enum):
+    INFO = "info"
+
+
+class Shouting(str):
+    def __str__(self):
+        return self.upper()
+
+
+@pytest.mark.parametrize("value", [Level.INFO, Shouting("info")])
+def test_str_subclasses_are_written_as_their_characters_by_both_paths(value):
+    encoder = LogEncoder()
+    assert encoder.encode({"level": value}) == b'{"level":"info"}'
+    assert encoder.encode_many([{"level": value}, {"level": "x"}]) == (
+        b'{"level":"info"},{"level":"x"}'
+    )
