@@ -62,7 +62,7 @@ class SLSSinkOptions(PipelineOptions):
             dest="max_in_flight",
             type=int,
             default=4,
-            help="concurrent requests per DoFn instance (one per worker thread)",
+            help="requests awaiting answers at once, per DoFn instance (one per worker thread)",
         )
         parser.add_argument(
             "--progress-secs",

@@ -102,7 +102,9 @@ class WriteToSLS(beam.PTransform):
 
     Retries: network errors, timeouts, HTTP 5xx, 429 and 403 quota answers
     are retried with exponential backoff and full jitter (``retry``); other
-    answers are final. When retries run out, the bundle fails
+    answers are final. A retry waits on the DoFn's own thread, so a
+    struggling service slows the pipeline down (backpressure) instead of
+    letting batches pile up. When retries run out, the bundle fails
     (``on_send_failure="raise"``, the runner retries it), or the logs go to
     the failed output (``"output"``). Logs that break a rule always go to the
     failed output, and the rest of their batch is still written.
@@ -126,8 +128,8 @@ class WriteToSLS(beam.PTransform):
         or the window's end.
       max_buffered_bytes: bounded input: raw bytes buffered over all groups
         in a bundle before the largest batch is sent early.
-      max_in_flight: requests sent concurrently by each DoFn instance (one per
-        worker thread); more hides more network latency.
+      max_in_flight: requests awaiting their answers at once, per DoFn
+        instance (one per worker thread); more hides more network latency.
       event_time_key: field that carries the event time: a log's ``__time__``
         moves there, or else the element's timestamp (Unix seconds).
       timeout_secs: read timeout of each attempt (seconds).

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import http.client
-import select
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 from urllib3.util.proxy import connection_requires_http_tunnel
+from urllib3.util.wait import wait_for_read
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class PendingAnswer:
             return True
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
-        return bool(select.select([sock], [], [], 0)[0])
+        return wait_for_read(sock, timeout=0)  # poll(): no limit on descriptor numbers
 
     def abandon(self) -> None:
         """Close the connection without reading the answer."""

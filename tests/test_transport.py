@@ -50,6 +50,18 @@ def test_requests_are_written_before_any_answer_is_read(emulator):
     assert [r.attempts for r in results] == [1, 1, 1]
 
 
+def test_answered_tells_whether_reading_would_wait(emulator):
+    emulator.faults.configure(slow_secs=5)
+    emulator.faults.script(["slow"])
+    client = WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE)
+    pending = client.start(request_of("late"))
+    assert emulator.store.wait_for_logs(1, timeout=10)
+    assert not pending.answered()  # stored, and the answer is 5 s away
+    pending.abandon()
+    refused = WebTrackingClient("http://127.0.0.1:9", PROJECT, LOGSTORE, retry=ONCE)
+    assert refused.start(request_of("nowhere")).answered()  # failed before sending
+
+
 def test_a_pending_request_is_retried_when_its_answer_is_read(emulator):
     emulator.faults.script(["503"])
     client = WebTrackingClient(
