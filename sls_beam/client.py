@@ -124,7 +124,8 @@ class SendResult:
       request_id: the service's ``x-log-requestid``.
       attempts: how many times the request was sent (1 = no retry).
       throttled_secs: seconds spent backing off because of quota answers.
-      elapsed_secs: wall time from the first attempt to the accepting answer.
+      elapsed_secs: wall time from the first attempt until the accepting answer was
+        read (a started request's answer may wait to be read).
     """
 
     request_id: str | None
@@ -147,7 +148,7 @@ class WebTrackingClient:
       verify: TLS verification: ``True`` (default), or a CA bundle path.
       session: a ``requests.Session`` to use (proxies, certificates, adapters);
         by default the client makes its own pooled session.
-      pool_size: keep-alive connections kept for concurrent senders.
+      pool_size: keep-alive connections kept, one per request in flight.
       seed: seeds the backoff jitter, so a test's timing is reproducible.
       sleep: the function that waits between attempts (tests may record it).
     """
