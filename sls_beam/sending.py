@@ -42,25 +42,23 @@ class _Request:
 
 
 class InFlightSender:
-    """Sends batches with up to N requests unanswered, all on the caller's thread but compression.
+    """Sends batches, several unanswered at once, all on the caller's thread but compression.
 
     A submitted batch is compressed on a helper thread (zlib and lz4 let the
     caller's thread run meanwhile), then written on a keep-alive connection
     of its own; its answer is read (and any retry made) only when
-    :meth:`completed` must make room or is asked to drain. So compression
-    and the network's round trips overlap with the caller's batching, and
-    metrics and outputs are only touched on the caller's thread. Outcomes
-    come back in submission order.
+    :meth:`completed` is asked to leave fewer requests unanswered: the
+    caller bounds what is in flight. So compression and the network's round
+    trips overlap with the caller's batching, and metrics and outputs are
+    only touched on the caller's thread. Outcomes come back in submission
+    order.
 
     Args:
       client: sends each request and retries it per its policy.
       compression: ``lz4``, ``deflate`` or ``none``.
-      max_in_flight: batches submitted and not yet answered, at most (>= 1).
     """
 
-    def __init__(self, client: WebTrackingClient, compression: str, max_in_flight: int):
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
+    def __init__(self, client: WebTrackingClient, compression: str):
         self._client = client
         self._compression = compression
         self._compressor = ThreadPoolExecutor(1, thread_name_prefix="sls-compress")

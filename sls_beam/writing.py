@@ -27,7 +27,7 @@ class BatchWriter:
         self._config = config
         self._metrics = metrics
         self._client = config.make_client()
-        self._sender = InFlightSender(self._client, config.compression, config.max_in_flight)
+        self._sender = InFlightSender(self._client, config.compression)
 
     def submit(self, batch: Batch) -> Iterator:
         yield from self._collect(keep=self._config.max_in_flight - 1)

@@ -1,0 +1,76 @@
+"""InFlightSender: batches compressed on a helper thread, written and answered in order."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from sls_beam.batching import Batch
+from sls_beam.client import WebTrackingClient
+from sls_beam.emulator import Emulator, FaultPlan
+from sls_beam.sending import InFlightSender
+from sls_beam.wire import LogGroup
+from tests.conftest import LOGSTORE, PROJECT
+
+
+def batch_of(topic: str, logs: list[bytes]) -> Batch:
+    return Batch(LogGroup(topic=topic), list(logs), nbytes=sum(map(len, logs)))
+
+
+@pytest.mark.parametrize("compression", ["lz4", "deflate", "none"])
+def test_outcomes_come_back_in_submission_order_with_their_sizes(emulator, compression):
+    batches = [
+        batch_of(f"t{i}", [b'{"i":"%d","n":"%d"}' % (i, n) for n in range(i)]) for i in (3, 1, 5)
+    ]
+    with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE) as client:
+        sender = InFlightSender(client, compression)
+        for batch in batches:
+            sender.submit(batch)
+        outcomes = sender.completed(keep=0)
+        sender.close()
+    assert [o.batch for o in outcomes] == batches
+    assert all(o.error is None and o.result.attempts == 1 for o in outcomes)
+    stats = emulator.stats()
+    assert sum(o.raw_bytes for o in outcomes) == stats["raw_bytes"]
+    assert sum(o.sent_bytes for o in outcomes) == stats["body_bytes"]
+    stored = [(log.topic, log.contents["i"]) for log in emulator.logs()]
+    assert sorted(stored) == sorted((f"t{i}", str(i)) for i in (3, 1, 5) for _ in range(i))
+
+
+def test_completed_keeps_the_newest_requests_unanswered(emulator):
+    with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE) as client:
+        sender = InFlightSender(client, "lz4")
+        for i in range(3):
+            sender.submit(batch_of(f"t{i}", [b'{"a":"1"}']))
+        first = sender.completed(keep=2)
+        rest = sender.completed(keep=0)
+        sender.close()
+    assert [o.batch.group.topic for o in first] == ["t0"]
+    assert [o.batch.group.topic for o in rest] == ["t1", "t2"]
+
+
+def test_a_refused_batch_comes_back_as_its_error(emulator):
+    with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE) as client:
+        sender = InFlightSender(client, "lz4")
+        sender.submit(batch_of("bad", [b'{"n":5}']))
+        sender.submit(batch_of("good", [b'{"n":"5"}']))
+        refused, accepted = sender.completed(keep=0)
+        sender.close()
+    assert refused.result is None
+    assert (refused.error.status, refused.error.error_code) == (400, "PostBodyInvalid")
+    assert accepted.error is None
+    assert [log.topic for log in emulator.logs()] == ["good"]
+
+
+def test_close_drops_requests_awaiting_answers_without_reading_them():
+    with Emulator(faults=FaultPlan(latency_secs=60)) as emulator:
+        with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE) as client:
+            sender = InFlightSender(client, "lz4")
+            sender.submit(batch_of("a", [b'{"a":"1"}']))
+            sender.submit(batch_of("b", [b'{"b":"1"}']))
+            closing = threading.Thread(target=sender.close)
+            closing.start()
+            closing.join(timeout=20)  # reading either answer would take 60 s
+            assert not closing.is_alive()
+            assert sender.completed(keep=0) == []
