@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from sls_beam.emulator import Emulator, FaultPlan, data_file
+from sls_beam.emulator.protocol import LogChecker, Rejection, parse_body
 from tests.conftest import LOGSTORE, PROJECT
 
 BODY = {
@@ -411,3 +412,12 @@ def test_command_line(tmp_path):
 def test_command_line_checking_flags(flags, log, status):
     with command_line_emulator(*flags) as endpoint:
         assert post_to(endpoint, {"__logs__": [log]}).status_code == status
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_bodies_are_parsed_whether_or_not_logs_are_trusted(trust):
+    checker = LogChecker(trust=trust)
+    assert len(parse_body(b'{"__logs__":[{"a":"1"},{"b":"2"}]}', checker).logs) == 2
+    for bad in (b'{"__logs__":[{"a":"1"}', b"\xff{}", b"[]", b'{"__logs__":[]}'):
+        with pytest.raises(Rejection, match="PostBodyInvalid"):
+            parse_body(bad, checker)
