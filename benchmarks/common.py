@@ -6,14 +6,16 @@ own cost, so each pipeline creates a few seeds and expands them in a FlatMap.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import apache_beam as beam
 
 LOGS_PER_SEED = 10_000
 
 
-def make_logs(seed: int, per_seed: int = LOGS_PER_SEED):
-    base = seed * per_seed
-    for i in range(base, base + per_seed):
+def make_logs(first: int, count: int) -> Iterator[dict[str, str]]:
+    """Logs number ``first`` to ``first + count - 1``: ~190 bytes of JSON, 6 fields."""
+    for i in range(first, first + count):
         yield {
             "time": "2026-11-25T08:00:00.000Z",
             "level": "INFO" if i % 10 else "WARN",
@@ -25,10 +27,6 @@ def make_logs(seed: int, per_seed: int = LOGS_PER_SEED):
 
 
 def generated_logs(pipeline, count: int, per_seed: int = LOGS_PER_SEED):
-    """A PCollection of ``count`` logs (a multiple of ``per_seed``), generated in a DoFn."""
-    seeds = max(1, count // per_seed)
-    return (
-        pipeline
-        | "Seeds" >> beam.Create(list(range(seeds)))
-        | "Generate" >> beam.FlatMap(make_logs, per_seed)
-    )
+    """A PCollection of exactly ``count`` logs, made in a DoFn from seeds of ``per_seed`` logs."""
+    seeds = [(first, min(per_seed, count - first)) for first in range(0, count, per_seed)]
+    return pipeline | "Seeds" >> beam.Create(seeds) | "Generate" >> beam.FlatMapTuple(make_logs)

@@ -17,9 +17,9 @@ moves in 200 ms steps: the bounded runs use 2M logs to keep a step under ~5 %.
 7. Peak RSS for ``--memory-logs`` logs with a fast and with a stalled server.
 
 The emulator runs in a process of its own (like the real service, it is not
-the pipeline's CPU), keeping counters only. Figures go to a table on stdout,
-to ``benchmarks/results/throughput.json`` and to a plot
-``benchmarks/results/throughput.png``. Traffic goes to 127.0.0.1 only.
+the pipeline's CPU), keeping counters only. Figures go to a table on stdout
+and to ``throughput.json`` and a plot ``throughput.png`` in
+``benchmarks/results/`` (or ``--out``). Traffic goes to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -199,6 +199,7 @@ def main() -> None:
     parser.add_argument("--memory-logs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and PNG go")
     args = parser.parse_args()
     rows: list[dict] = []
 
@@ -271,10 +272,10 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
-    report(rows, ratios, memory, machine)
+    report(rows, ratios, memory, machine, args.out)
 
 
-def report(rows: list[dict], ratios: dict, memory: list[dict], machine: dict) -> None:
+def report(rows: list[dict], ratios: dict, memory: list[dict], machine: dict, out: Path) -> None:
     print("\n| scenario | logs/s | raw MB/s | sent MB/s | compression |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
@@ -293,11 +294,11 @@ def report(rows: list[dict], ratios: dict, memory: list[dict], machine: dict) ->
                 f"| {row['server']} | {row['logs']:,} | {row['baseline_rss_mb']} "
                 f"| {row['peak_rss_mb']} | {row['growth_mb']} |"
             )
-    RESULTS.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     payload = {"machine": machine, "scenarios": rows, "ratios": ratios, "memory": memory}
-    (RESULTS / "throughput.json").write_text(json.dumps(payload, indent=2) + "\n")
-    plot(rows, RESULTS / "throughput.png")
-    print(f"\nwrote {RESULTS / 'throughput.json'} and {RESULTS / 'throughput.png'}")
+    (out / "throughput.json").write_text(json.dumps(payload, indent=2) + "\n")
+    plot(rows, out / "throughput.png")
+    print(f"\nwrote {out / 'throughput.json'} and {out / 'throughput.png'}")
 
 
 def plot(rows: list[dict], path: Path) -> None:
