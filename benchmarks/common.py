@@ -1,4 +1,4 @@
-"""Generated benchmark data: ~200-byte logs with 6 fields, made inside a DoFn.
+"""Generated benchmark data: ~190-byte logs with 6 fields, made inside a DoFn.
 
 A large ``beam.Create`` costs ~18 µs per element and would hide the sink's
 own cost, so each pipeline creates a few seeds and expands them in a FlatMap.

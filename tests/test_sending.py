@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -18,17 +20,25 @@ def batch_of(topic: str, logs: list[bytes]) -> Batch:
     return Batch(LogGroup(topic=topic), list(logs), nbytes=sum(map(len, logs)))
 
 
+@contextmanager
+def sender_to(endpoint: str, compression: str = "lz4") -> Iterator[InFlightSender]:
+    with WebTrackingClient(endpoint, PROJECT, LOGSTORE) as client:
+        sender = InFlightSender(client, compression)
+        try:
+            yield sender
+        finally:
+            sender.close()
+
+
 @pytest.mark.parametrize("compression", ["lz4", "deflate", "none"])
 def test_outcomes_come_back_in_submission_order_with_their_sizes(emulator, compression):
     batches = [
         batch_of(f"t{i}", [b'{"i":"%d","n":"%d"}' % (i, n) for n in range(i)]) for i in (3, 1, 5)
     ]
-    with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE) as client:
-        sender = InFlightSender(client, compression)
+    with sender_to(emulator.endpoint, compression) as sender:
         for batch in batches:
             sender.submit(batch)
         outcomes = sender.completed(keep=0)
-        sender.close()
     assert [o.batch for o in outcomes] == batches
     assert all(o.error is None and o.result.attempts == 1 for o in outcomes)
     stats = emulator.stats()
@@ -39,24 +49,20 @@ def test_outcomes_come_back_in_submission_order_with_their_sizes(emulator, compr
 
 
 def test_completed_keeps_the_newest_requests_unanswered(emulator):
-    with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE) as client:
-        sender = InFlightSender(client, "lz4")
+    with sender_to(emulator.endpoint, "lz4") as sender:
         for i in range(3):
             sender.submit(batch_of(f"t{i}", [b'{"a":"1"}']))
         first = sender.completed(keep=2)
         rest = sender.completed(keep=0)
-        sender.close()
     assert [o.batch.group.topic for o in first] == ["t0"]
     assert [o.batch.group.topic for o in rest] == ["t1", "t2"]
 
 
 def test_a_refused_batch_comes_back_as_its_error(emulator):
-    with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE) as client:
-        sender = InFlightSender(client, "lz4")
+    with sender_to(emulator.endpoint, "lz4") as sender:
         sender.submit(batch_of("bad", [b'{"n":5}']))
         sender.submit(batch_of("good", [b'{"n":"5"}']))
         refused, accepted = sender.completed(keep=0)
-        sender.close()
     assert refused.result is None
     assert (refused.error.status, refused.error.error_code) == (400, "PostBodyInvalid")
     assert accepted.error is None
@@ -65,8 +71,7 @@ def test_a_refused_batch_comes_back_as_its_error(emulator):
 
 def test_close_drops_requests_awaiting_answers_without_reading_them():
     with Emulator(faults=FaultPlan(latency_secs=60)) as emulator:
-        with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE) as client:
-            sender = InFlightSender(client, "lz4")
+        with sender_to(emulator.endpoint) as sender:
             sender.submit(batch_of("a", [b'{"a":"1"}']))
             sender.submit(batch_of("b", [b'{"b":"1"}']))
             closing = threading.Thread(target=sender.close)
