@@ -13,16 +13,18 @@ for good (see :class:`~sls_beam.retry.RetryPolicy`).
 
 from __future__ import annotations
 
+import email.utils
 import ipaddress
-import json
 import random
 import re
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -142,8 +144,12 @@ class WebTrackingClient:
         ``http://host`` for plain HTTP, or ``http://127.0.0.1:PORT``.
       project: SLS project name (validated here).
       logstore: logstore name (validated here); web tracking must be enabled on it.
-      timeout_secs: read timeout per attempt (seconds).
-      connect_timeout_secs: TCP/TLS connect timeout per attempt (seconds).
+      timeout_secs: deadline of each attempt (seconds): connecting, writing
+        the request and reading the whole answer, whatever the server does
+        (an answer already arriving gets at least 1 s to be read). A request
+        takes at most ``max_attempts`` × this plus the backoff waits.
+      connect_timeout_secs: TCP/TLS connect timeout per attempt (seconds),
+        within ``timeout_secs``.
       retry: the :class:`RetryPolicy`.
       verify: TLS verification: ``True`` (default), or a CA bundle path.
       session: a ``requests.Session`` to use (proxies, certificates, adapters);
@@ -186,7 +192,8 @@ class WebTrackingClient:
             )
         self._session = session
         self._transport = PipelinedTransport(session, verify, connect_timeout_secs, timeout_secs)
-        self._headers = {"User-Agent": f"sls-beam/{__version__}"}
+        # identity: a compressed answer could inflate far past what was sent.
+        self._headers = {"User-Agent": f"sls-beam/{__version__}", "Accept-Encoding": "identity"}
         if self.target.host:
             self._headers["Host"] = self.target.host
 
@@ -231,13 +238,13 @@ class WebTrackingClient:
         attempt = 0
         while True:
             attempt += 1
-            status, code, message, request_id = _finish(begun)
+            status, code, message, request_id, retry_after = _finish(begun)
             if status is not None and 200 <= status < 300:
                 return SendResult(request_id, attempt, throttled, time.monotonic() - started)
             if attempt >= self.retry.max_attempts or not self.retry.is_retryable(status, code):
-                raise SLSError(status, code, message, request_id, attempt)
+                raise SLSError(status, code, message, request_id, attempt, throttled)
             quota = self.retry.is_quota(status, code)
-            wait = self.retry.backoff_secs(attempt, quota, self._rng)
+            wait = self.retry.backoff_secs(attempt, quota, self._rng, retry_after)
             if quota:
                 throttled += wait
             self._sleep(wait)
@@ -270,6 +277,7 @@ class WebTrackingClient:
 
     def close(self) -> None:
         """Release pooled connections (only those of a session the client made)."""
+        self._transport.close()
         if self._owns_session:
             self._session.close()
 
@@ -287,6 +295,7 @@ class _Attempt(NamedTuple):
     error_code: str | None
     message: str
     request_id: str | None
+    retry_after_secs: float | None = None
 
 
 class PendingSend:
@@ -305,19 +314,34 @@ class PendingSend:
         self._headers = headers
         self._begun = begun
         self._started = started
+        self._outcome: SendResult | SLSError | None = None
 
     def result(self) -> SendResult:
         """Read the answer, retrying per the client's policy, as :meth:`WebTrackingClient.send`.
 
+        Asked again, it gives the same result (or raises the same error): a
+        request is sent once, however often its result is asked for.
+
         Raises:
           SLSError: the service refused the request for good, or the attempts ran out.
         """
-        return self._client._until_accepted(self._body, self._headers, self._begun, self._started)
+        if self._outcome is None:
+            try:
+                self._outcome = self._client._until_accepted(
+                    self._body, self._headers, self._begun, self._started
+                )
+            except SLSError as e:
+                self._outcome = e
+            self._begun = self._body = None
+        if isinstance(self._outcome, SLSError):
+            raise self._outcome
+        return self._outcome
 
     def answered(self) -> bool:
         """Whether :meth:`result` can start without waiting: the first answer (or a
         close, or an error before sending) is already there."""
-        return not isinstance(self._begun, PendingAnswer) or self._begun.arrived()
+        begun = self._begun
+        return not isinstance(begun, PendingAnswer) or begun.arrived()
 
     def abandon(self) -> None:
         """Close the connection without reading the answer (the logs may or may not land)."""
@@ -328,7 +352,27 @@ class PendingSend:
 def _no_answer(error: requests.RequestException) -> _Attempt:
     if isinstance(error, requests.Timeout):
         return _Attempt(None, "RequestTimeout", f"no answer in time: {error}", None)
+    if isinstance(error, requests.exceptions.SSLError):
+        final = _final_tls_problem(error)
+        if final:
+            return _Attempt(None, "TLSError", f"{final}: {error}", None)
     return _Attempt(None, "RequestError", f"{type(error).__name__}: {error}", None)
+
+
+def _final_tls_problem(error: BaseException) -> str | None:
+    """What is wrong, when a TLS failure would fail the same way again; else None."""
+    seen = 0
+    while error is not None and seen < 16:  # the cause chain, bounded
+        if isinstance(error, (ssl.SSLCertVerificationError, ssl.CertificateError)):
+            return "the server's TLS certificate is not trusted (pass verify= a CA bundle)"
+        text = str(error)
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            return "the server's TLS certificate is not trusted (pass verify= a CA bundle)"
+        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+            return "the server does not speak TLS (for a plain-HTTP server write http://…)"
+        error = error.__cause__ or error.__context__
+        seen += 1
+    return None
 
 
 def _finish(begun: PendingAnswer | _Attempt) -> _Attempt:
@@ -341,13 +385,41 @@ def _finish(begun: PendingAnswer | _Attempt) -> _Attempt:
     request_id = answer.headers.get("x-log-requestid")
     if 200 <= answer.status < 300:
         return _Attempt(answer.status, None, "", request_id)
-    return _Attempt(answer.status, *_error_fields(answer), request_id)
+    code, message = _error_fields(answer)
+    return _Attempt(answer.status, code, message, request_id, _retry_after_secs(answer))
 
 
 def _error_fields(answer: Answer) -> tuple[str, str]:
+    """The answer's errorCode and errorMessage; ``BadResponse`` when it has no errorCode.
+
+    The body is data from a server we do not control: it is at most
+    MAX_ANSWER_BYTES, parsed by orjson (which refuses nesting past 1024
+    levels instead of recursing), and anything unexpected falls back to text.
+    """
     try:
-        payload = json.loads(answer.body)
-        return str(payload["errorCode"]), str(payload.get("errorMessage", ""))
-    except (ValueError, KeyError, TypeError):
-        text = answer.body.decode("utf-8", "replace").strip() or answer.reason or ""
-        return "BadResponse", f"HTTP {answer.status}: {text}"
+        payload = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("errorCode"), str):
+        message = payload.get("errorMessage")
+        return payload["errorCode"], message if isinstance(message, str) else ""
+    text = answer.body[:1024].decode("utf-8", "replace").strip() or answer.reason or ""
+    cut = " (answer cut: longer than MAX_ANSWER_BYTES)" if answer.truncated else ""
+    return "BadResponse", f"HTTP {answer.status}{cut}: {text}"
+
+
+def _retry_after_secs(answer: Answer) -> float | None:
+    """The answer's ``Retry-After`` in seconds (delay-seconds or an HTTP date), if any."""
+    value = answer.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())

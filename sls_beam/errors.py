@@ -47,6 +47,7 @@ class SLSError(Exception):
       error_message: the service's ``errorMessage``, truncated.
       request_id: the ``x-log-requestid`` of the last answer, if any.
       attempts: how many times the request was sent before giving up.
+      throttled_secs: seconds spent backing off because of quota answers.
     """
 
     def __init__(
@@ -56,12 +57,14 @@ class SLSError(Exception):
         error_message: str,
         request_id: str | None = None,
         attempts: int = 1,
+        throttled_secs: float = 0.0,
     ):
         self.status = status
         self.error_code = error_code
         self.error_message = excerpt(error_message)
         self.request_id = request_id
         self.attempts = attempts
+        self.throttled_secs = throttled_secs
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -81,5 +84,12 @@ class SLSError(Exception):
         # Beam ships exceptions between processes; keep every field on the way.
         return (
             type(self),
-            (self.status, self.error_code, self.error_message, self.request_id, self.attempts),
+            (
+                self.status,
+                self.error_code,
+                self.error_message,
+                self.request_id,
+                self.attempts,
+                self.throttled_secs,
+            ),
         )

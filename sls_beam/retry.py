@@ -23,20 +23,28 @@ CONTENT_ERROR_CODES = frozenset(
 )
 
 
+#: Codes of failures without an answer that would fail the same way again:
+#: an untrusted TLS certificate, or TLS spoken to a plain-HTTP server.
+FINAL_NETWORK_CODES = frozenset({"TLSError"})
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded exponential backoff with full jitter.
 
-    Retried: network errors and timeouts (``status`` is ``None``), HTTP 5xx,
-    429, and 403 with a quota code (``WriteQuotaExceed``,
-    ``ShardWriteQuotaExceed``, ``ExceedQuota``). Never retried: other 4xx, such
-    as 400 (malformed), 401 (web tracking disabled), 404 and 413, which would
-    fail the same way again.
+    Retried: network errors and timeouts (``status`` is ``None``) but TLS
+    certificate and protocol failures, HTTP 5xx, 429, and 403 with a quota
+    code (``WriteQuotaExceed``, ``ShardWriteQuotaExceed``, ``ExceedQuota``).
+    Never retried: other 4xx, such as 400 (malformed), 401 (web tracking
+    disabled), 404 and 413, and ``TLSError``, which would fail the same way
+    again.
 
     The wait before attempt ``n + 1`` is drawn uniformly from
     ``[0, min(backoff_max_secs, base * 2 ** (n - 1))]`` ("full jitter"), where
     ``base`` is ``quota_backoff_base_secs`` for quota answers (a shard that is
     over quota needs longer to drain) and ``backoff_base_secs`` otherwise.
+    An answer's ``Retry-After`` (429, 503) is honoured instead, capped by
+    ``backoff_max_secs``.
 
     Attributes:
       max_attempts: attempts in all, the first included (>= 1).
@@ -63,10 +71,23 @@ class RetryPolicy:
 
     def is_retryable(self, status: int | None, error_code: str | None) -> bool:
         """Whether an answer (``status`` ``None``: no answer) deserves another attempt."""
-        return status is None or status >= 500 or self.is_quota(status, error_code)
+        if status is None:
+            return error_code not in FINAL_NETWORK_CODES
+        return status >= 500 or self.is_quota(status, error_code)
 
-    def backoff_secs(self, attempt: int, quota: bool, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    def backoff_secs(
+        self,
+        attempt: int,
+        quota: bool,
+        rng: random.Random,
+        retry_after_secs: float | None = None,
+    ) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+        ``retry_after_secs``: the server's ``Retry-After``, which wins when given.
+        """
+        if retry_after_secs is not None:
+            return min(retry_after_secs, self.backoff_max_secs)
         base = self.quota_backoff_base_secs if quota else self.backoff_base_secs
         ceiling = min(self.backoff_max_secs, base * 2 ** (attempt - 1))
         return rng.uniform(0, ceiling)

@@ -80,6 +80,11 @@ class InFlightSender:
         )
         self._queue.append(_Request(batch, encoding))
 
+    @property
+    def in_flight(self) -> int:
+        """Batches submitted whose outcome has not been handed back yet."""
+        return len(self._queue)
+
     def completed(self, keep: int) -> list[Outcome]:
         """Outcomes of the oldest requests, waiting for answers until at most ``keep`` remain."""
         self._write_compressed(wait=False)

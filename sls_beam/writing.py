@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 from apache_beam import pvalue
@@ -21,6 +22,8 @@ class BatchWriter:
     A batch the service refuses for its *content* (400 PostBodyInvalid and
     kin, 413) is split in halves and resent, until the bad logs stand alone
     and go to the failed output; the rest of the batch is still delivered.
+    Halves wait for room like any batch: at most ``max_in_flight`` requests
+    are ever on the wire.
     """
 
     def __init__(self, config: SLSWriteConfig, metrics: SinkMetrics):
@@ -28,25 +31,29 @@ class BatchWriter:
         self._metrics = metrics
         self._client = config.make_client()
         self._sender = InFlightSender(self._client, config.compression)
+        self._halves: deque[Batch] = deque()  # of refused batches, waiting for room
 
     def submit(self, batch: Batch) -> Iterator:
-        yield from self._collect(keep=self._config.max_in_flight - 1)
+        yield from self._settle(keep=self._config.max_in_flight - 1)
         self._sender.submit(batch)
 
     def flush(self) -> Iterator:
         """Wait for every request: a bundle ends only once all are acknowledged."""
-        yield from self._collect(keep=0)
+        yield from self._settle(keep=0)
 
     def close(self) -> None:
         self._sender.close()
         self._client.close()
 
-    def _collect(self, keep: int) -> Iterator:
+    def _settle(self, keep: int) -> Iterator:
+        """Handle outcomes until no half waits and at most ``keep`` requests are in flight."""
+        limit = self._config.max_in_flight
         while True:
-            outcomes = self._sender.completed(keep)
-            if not outcomes:
+            while self._halves and self._sender.in_flight < limit:
+                self._sender.submit(self._halves.popleft())
+            if not self._halves and self._sender.in_flight <= keep:
                 return
-            for outcome in outcomes:
+            for outcome in self._sender.completed(limit - 1 if self._halves else keep):
                 yield from self._handle(outcome)
 
     def _handle(self, outcome: Outcome) -> Iterator:
@@ -65,12 +72,11 @@ class BatchWriter:
             )
             yield batch.origin_window().with_value(record)
             return
-        self._metrics.attempted(error.attempts, 0.0)
+        self._metrics.attempted(error.attempts, error.throttled_secs)
         refused_content = error.status in (400, 413) and error.error_code in CONTENT_ERROR_CODES
         if refused_content and batch.count > 1:
             self._metrics.split_batches.inc()
-            for half in batch.halves():
-                self._sender.submit(half)
+            self._halves.extend(batch.halves())
             return
         if not refused_content and self._config.on_send_failure == "raise":
             raise error

@@ -202,14 +202,27 @@ def tls_emulator(certificate):
         yield running
 
 
-def test_tls_is_verified_by_default(tls_emulator, monkeypatch):
+def test_tls_is_verified_by_default_and_a_bad_certificate_is_not_retried(
+    tls_emulator, monkeypatch
+):
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
-    client = WebTrackingClient(tls_emulator.endpoint, PROJECT, LOGSTORE, retry=ONCE)
-    with pytest.raises(SLSError, match="SSLError") as raised:
+    waits = []
+    client = WebTrackingClient(tls_emulator.endpoint, PROJECT, LOGSTORE, sleep=waits.append)
+    with pytest.raises(SLSError, match="certificate is not trusted") as raised:
         client.send(request_of("unverified"))
     assert raised.value.status is None
+    assert (raised.value.error_code, raised.value.attempts, waits) == ("TLSError", 1, [])
     assert tls_emulator.logs(PROJECT, LOGSTORE) == []
+
+
+def test_tls_spoken_to_a_plain_http_server_is_final_and_says_what_to_write(emulator):
+    waits = []
+    endpoint = emulator.endpoint.replace("http://", "https://")
+    client = WebTrackingClient(endpoint, PROJECT, LOGSTORE, sleep=waits.append)
+    with pytest.raises(SLSError, match="does not speak TLS.*http://") as raised:
+        client.send(request_of("plain"))
+    assert (raised.value.error_code, raised.value.attempts, waits) == ("TLSError", 1, [])
 
 
 @pytest.mark.parametrize("trusted_by", ["verify", "REQUESTS_CA_BUNDLE"])
