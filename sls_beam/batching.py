@@ -76,14 +76,23 @@ class Batch:
         return Batch(self.group, logs, origins, self.window_value, sum(map(len, logs)), self.wrap)
 
 
+#: What buffering costs beside the logs' JSON, in bytes of memory: an open
+#: batch (its object, lists, dict entries, group and body prefix) and each
+#: log in it (a bytes object and two list slots). Counted in
+#: ``buffered_bytes``, so that many small groups are bounded like few large ones.
+OPEN_BATCH_COST = 1024
+LOG_COST = 64
+
+
 class KeyedBatcher:
     """Accumulates logs per group and hands back batches as they fill up.
 
     A batch is closed *before* a log that would overflow it is added (so no
     batch ever exceeds ``limits``) and as soon as it holds ``max_logs``. When
-    the logs buffered over all groups pass ``max_buffered_bytes``, the largest
-    open batch is closed early, which bounds memory however many groups the
-    input has.
+    what is buffered over all groups (the logs' JSON plus :data:`LOG_COST` a
+    log and :data:`OPEN_BATCH_COST` an open batch) passes
+    ``max_buffered_bytes``, the oldest open batches are closed early, in
+    O(1) each, which bounds memory however many groups the input has.
     """
 
     def __init__(
@@ -92,49 +101,48 @@ class KeyedBatcher:
         self.limits = limits
         self.wrap = wrap
         self.max_buffered_bytes = max_buffered_bytes
-        self._open: dict[LogGroup, Batch] = {}
-        # Per group: raw bytes its logs and their commas may take in one request.
+        self._open: dict[LogGroup, Batch] = {}  # oldest first
+        # Per open group: raw bytes its logs and their commas may take in one request.
         self._room: dict[LogGroup, int] = {}
         self.buffered_bytes = 0
 
     def add(self, group: LogGroup, log: bytes, origin: Any) -> list[Batch] | tuple[()]:
         """Add one encoded log; return the batches this closed (usually none)."""
         batch = self._open.get(group)
-        size = len(log)
+        cost = len(log) + LOG_COST
         if batch is not None:
             # The common case, in few operations: room in the batch and in the buffer, and
             # the batch not full after this log.
             if (
                 len(batch.logs) + 1 < self.limits.max_logs
-                and self._fits(batch, size)
-                and self.buffered_bytes + size <= self.max_buffered_bytes
+                and self._fits(batch, len(log))
+                and self.buffered_bytes + cost <= self.max_buffered_bytes
             ):
                 batch.logs.append(log)
                 batch.origins.append(origin)
-                batch.nbytes += size
-                self.buffered_bytes += size
+                batch.nbytes += len(log)
+                self.buffered_bytes += cost
                 return ()
         return self._add_closing(group, log, origin)
 
     def _add_closing(self, group: LogGroup, log: bytes, origin: Any) -> list[Batch]:
         closed = []
         batch = self._open.get(group)
+        if batch is not None and not self._fits(batch, len(log)):
+            closed.append(self._close(group))
+            batch = None
         if batch is None:
             batch = self._open[group] = Batch(group, [], [], wrap=self.wrap)
-            if group not in self._room:
-                self._room[group] = self.limits.max_bytes - group.overhead_bytes()
-        elif not self._fits(batch, len(log)):
-            closed.append(self._close(group))
-            batch = self._open[group] = Batch(group, [], [], wrap=self.wrap)
+            self._room[group] = self.limits.max_bytes - group.overhead_bytes()
+            self.buffered_bytes += OPEN_BATCH_COST
         batch.logs.append(log)
         batch.origins.append(origin)
         batch.nbytes += len(log)
-        self.buffered_bytes += len(log)
+        self.buffered_bytes += len(log) + LOG_COST
         if len(batch.logs) >= self.limits.max_logs:
             closed.append(self._close(group))
-        if self.buffered_bytes > self.max_buffered_bytes:
-            largest = max(self._open, key=lambda g: self._open[g].nbytes)
-            closed.append(self._close(largest))
+        while self.buffered_bytes > self.max_buffered_bytes:
+            closed.append(self._close(next(iter(self._open))))
         return closed
 
     def _fits(self, batch: Batch, size: int) -> bool:
@@ -151,5 +159,6 @@ class KeyedBatcher:
 
     def _close(self, group: LogGroup) -> Batch:
         batch = self._open.pop(group)
-        self.buffered_bytes -= batch.nbytes
+        del self._room[group]
+        self.buffered_bytes -= batch.nbytes + LOG_COST * len(batch.logs) + OPEN_BATCH_COST
         return batch

@@ -26,6 +26,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from sls_beam.batching import Batch, KeyedBatcher
 from sls_beam.config import FAILED_TAG, SLSWriteConfig, display_data
 from sls_beam.errors import InvalidLogError
+from sls_beam.memo import Memo
 from sls_beam.metrics import SinkMetrics
 from sls_beam.preparing import LogPreparer
 from sls_beam.records import FailedLog
@@ -36,7 +37,7 @@ from sls_beam.writing import BatchWriter
 def _invalid(metrics: SinkMetrics, element: Any, error: InvalidLogError):
     metrics.invalid_logs.inc()
     metrics.failed_logs.inc()
-    return pvalue.TaggedOutput(FAILED_TAG, FailedLog(element, error.error_code, str(error)))
+    return pvalue.TaggedOutput(FAILED_TAG, FailedLog.of(element, error.error_code, str(error)))
 
 
 class SinkDoFn(beam.DoFn):
@@ -122,7 +123,7 @@ class WriteGlobalInBundleFn(WriteInBundleFn):
         joined = self._preparer.encode_many(logs)
         group = self._plain_group
         if joined is not None and self._config.limits().fits(
-            0, 0, len(joined), self._preparer.overhead(group)
+            0, 0, len(joined), group.overhead_bytes()
         ):
             return list(self._writer.submit(Batch.of_plain(group, logs, joined, self._wrap)))
         # Not all plain, or too large for one request: log by log, which names any problem.
@@ -145,8 +146,8 @@ class PrepareForStateFn(SinkDoFn):
         self._preparer = LogPreparer(self._config)
         # One shard per DoFn instance: a worker's logs share a key (full batches),
         # while several workers spread over up to num_shards keys.
-        self._shard = random.randrange(self._config.num_shards)
-        self._keys: dict[LogGroup, str] = {}
+        shard = random.randrange(self._config.num_shards)
+        self._keys = Memo(lambda group: _group_key(group, shard))
 
     def process(self, element, timestamp=beam.DoFn.TimestampParam):
         try:
@@ -154,10 +155,7 @@ class PrepareForStateFn(SinkDoFn):
         except InvalidLogError as e:
             yield _invalid(self._metrics, element, e)
             return
-        key = self._keys.get(group)
-        if key is None:
-            key = self._keys[group] = _group_key(group, self._shard)
-        yield key, data
+        yield self._keys[group], data
 
 
 def _group_key(group: LogGroup, shard: int) -> str:
@@ -188,7 +186,7 @@ class BufferInStateFn(beam.DoFn):
         self._limits = limits
         self._max_buffering_secs = max_buffering_secs
         self._clock = clock
-        self._overheads: dict[str, int] = {}
+        self._overheads = Memo(lambda key: _group_of_key(key).overhead_bytes())
 
     def process(
         self,
@@ -202,9 +200,7 @@ class BufferInStateFn(beam.DoFn):
     ):
         key, log = element
         n, nbytes = count.read() or 0, size.read() or 0
-        overhead = self._overheads.get(key)
-        if overhead is None:
-            overhead = self._overheads[key] = _group_of_key(key).overhead_bytes()
+        overhead = self._overheads[key]
         if n and not self._limits.fits(n, nbytes, len(log), overhead):
             yield from self._flush(key, logs, count, size, stale)
             n = nbytes = 0
@@ -246,13 +242,11 @@ class SendFromStateFn(SinkDoFn):
 
     def setup(self):
         self._writer = BatchWriter(self._config, self._metrics)
-        self._groups: dict[str, LogGroup] = {}
+        self._groups = Memo(_group_of_key)
 
     def process(self, element, windowed_value=beam.DoFn.WindowedValueParam):
         key, logs = element
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = _group_of_key(key)
+        group = self._groups[key]
         batch = Batch(group, logs, None, windowed_value, sum(map(len, logs)))
         yield from self._writer.submit(batch)
 

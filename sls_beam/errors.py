@@ -18,6 +18,18 @@ def excerpt(text: str, limit: int = MAX_EXCERPT_CHARS) -> str:
     return f"{text[:limit]}… ({len(text)} chars)"
 
 
+def describe(error: BaseException) -> str:
+    """``TypeName: message`` of an exception raised by user code, cut short.
+
+    Never raises itself, even when the exception's own ``__str__`` does.
+    """
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - the exception's own code is as untrusted as the rest
+        text = "(its message could not be read)"
+    return f"{type(error).__name__}: {excerpt(text)}" if text else type(error).__name__
+
+
 class InvalidLogError(ValueError):
     """A log (or its topic, source or tags) breaks a rule of the service.
 
@@ -32,8 +44,16 @@ class InvalidLogError(ValueError):
     def __init__(self, key: str | None, rule: str):
         self.key = key
         self.rule = rule
-        where = "log" if key is None else f"key {excerpt(repr(key), 80)}"
+        where = "log" if key is None else f"key {key_text(key)}"
         super().__init__(f"{where}: {rule}")
+
+
+def key_text(key) -> str:
+    """A key as an error message shows it: its repr, cut short (never raising)."""
+    try:
+        return excerpt(repr(str.__str__(key) if isinstance(key, str) else key), 80)
+    except Exception:  # noqa: BLE001 - a key's own __repr__ may raise
+        return f"<a {type(key).__name__} key>"
 
 
 class SLSError(Exception):

@@ -10,12 +10,14 @@ import apache_beam as beam
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from sls_beam.config import SLSWriteConfig
-from sls_beam.errors import InvalidLogError
+from sls_beam.errors import InvalidLogError, describe
+from sls_beam.memo import Memo
 from sls_beam.wire import (
     LogEncoder,
     LogGroup,
     check_log_size,
     not_a_mapping,
+    stringify,
 )
 
 
@@ -56,7 +58,12 @@ _OWN_GROUP_FIELDS = frozenset({"__topic__", "__source__", "__tags__"})
 
 
 class LogPreparer:
-    """Element → (group, encoded log): the per-element work, on the caller's thread."""
+    """Element → (group, encoded log): the per-element work, on the caller's thread.
+
+    User code runs here (topic, source and tags callables, a value's own
+    ``__str__``): whatever it raises becomes an :class:`InvalidLogError`
+    naming the exception, so one bad element never fails a bundle.
+    """
 
     def __init__(self, config: SLSWriteConfig):
         self._config = config
@@ -66,14 +73,23 @@ class LogPreparer:
         self._static_group = (
             None if dynamic else LogGroup.of(config.topic, config.source, config.tags)
         )
-        self._groups: dict[tuple, LogGroup] = {}
-        self._overheads: dict[LogGroup, int] = {}
+        # (topic, source, tag texts) → its group, validated once.
+        self._groups = Memo(lambda key: LogGroup.of(key[0], key[1], dict(key[2])))
 
     def prepare(self, element: Any, timestamp: Timestamp | None = None) -> tuple[LogGroup, bytes]:
-        """Raises InvalidLogError for a log (or its topic/source/tags) that breaks a rule.
+        """Raises InvalidLogError for a log (or its topic/source/tags) that breaks a rule,
+        or whose reading raised.
 
         ``timestamp`` (the element's) fills ``event_time_key`` when set.
         """
+        try:
+            return self._prepare(element, timestamp)
+        except InvalidLogError:
+            raise
+        except Exception as e:  # user code in the element raised (a property, a Mapping)
+            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
+
+    def _prepare(self, element: Any, timestamp: Timestamp | None) -> tuple[LogGroup, bytes]:
         if element.__class__ is dict:
             log = element
         else:
@@ -87,7 +103,7 @@ class LogPreparer:
         if self._encoder.event_time_key and timestamp is not None and timestamp > MIN_TIMESTAMP:
             event_time = format_event_time(timestamp)
         data = self._encoder.encode(log, event_time)
-        overhead = self.overhead(group)
+        overhead = group.overhead_bytes()
         if len(data) + overhead > self._max_bytes:
             check_log_size(len(data), self._max_bytes - overhead)
         return group, data
@@ -101,18 +117,12 @@ class LogPreparer:
         """Plain logs of the static group, encoded in bulk (see LogEncoder.encode_many)."""
         return self._encoder.encode_many(logs)
 
-    def overhead(self, group: LogGroup) -> int:
-        overhead = self._overheads.get(group)
-        if overhead is None:
-            overhead = self._overheads[group] = group.overhead_bytes()
-        return overhead
-
     def _group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
         config = self._config
-        topic = config.topic(element) if callable(config.topic) else config.topic
-        source = config.source(element) if callable(config.source) else config.source
-        tags = config.tags(element) if callable(config.tags) else config.tags
-        if isinstance(log, Mapping) and not _OWN_GROUP_FIELDS.isdisjoint(log):
+        topic = _option_of(config.topic, element, "topic")
+        source = _option_of(config.source, element, "source")
+        tags = _option_of(config.tags, element, "tags")
+        if not _OWN_GROUP_FIELDS.isdisjoint(log):
             topic = log.get("__topic__", topic)
             source = log.get("__source__", source)
             own_tags = log.get("__tags__", {})
@@ -122,13 +132,25 @@ class LogPreparer:
             log = {k: v for k, v in log.items() if k not in _OWN_GROUP_FIELDS}
         if tags is not None and not isinstance(tags, Mapping):
             raise InvalidLogError("__tags__", f"tags must be a mapping, not {type(tags).__name__}")
-        key = (topic, source, tuple(sorted(tags.items(), key=str)) if tags else ())
-        try:
-            group = self._groups.get(key)
-        except TypeError:  # an unhashable topic or source: let LogGroup.of say what is wrong
-            group = None
-        if group is None:
-            group = LogGroup.of(topic, source, tags)
-            if len(self._groups) < 10_000:  # bound the cache whatever the cardinality
-                self._groups[key] = group
-        return group, log
+        if topic.__class__ is not str or source.__class__ is not str:
+            return LogGroup.of(topic, source, tags), log  # LogGroup.of says what is wrong
+        # The memo's key holds the strings that are sent, so values that compare
+        # equal but are written differently (True, 1, 1.0) never share a group.
+        return self._groups[topic, source, _tag_texts(tags) if tags else ()], log
+
+
+def _option_of(option: Any, element: Any, name: str) -> Any:
+    """A topic, source or tags option for ``element``: the constant, or what the callable gives."""
+    if not callable(option):
+        return option
+    try:
+        return option(element)
+    except Exception as e:
+        raise InvalidLogError(f"__{name}__", f"the {name} callable raised {describe(e)}") from None
+
+
+def _tag_texts(tags: Mapping[str, Any]) -> tuple:
+    return tuple(
+        (key, value if value.__class__ is str else stringify(f"__tags__.{key}", value))
+        for key, value in tags.items()
+    )

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
+import reprlib
 from dataclasses import dataclass
 from typing import Any
+
+from sls_beam.errors import MAX_EXCERPT_CHARS
+
+#: How much of an unreportable log its excerpt shows: nesting levels and characters.
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxlevel = 4
+_EXCERPT.maxstring = _EXCERPT.maxother = MAX_EXCERPT_CHARS
 
 
 @dataclass(frozen=True)
@@ -18,6 +27,9 @@ class FailedLog:
       error_message: what was wrong, naming the key and the rule.
       status: the HTTP status, if the service answered.
       request_id: the service's ``x-log-requestid``, if it answered.
+      log_is_excerpt: ``log`` is a short text excerpt of the original, which
+        could not be carried itself (it could not be serialised: nested
+        thousands of levels deep, or holding a lock, a socket, …).
     """
 
     log: Any
@@ -25,6 +37,31 @@ class FailedLog:
     error_message: str
     status: int | None = None
     request_id: str | None = None
+    log_is_excerpt: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        log: Any,
+        error_code: str,
+        error_message: str,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> FailedLog:
+        """A record that can always be reported: the log itself when Beam can
+        serialise it, else a bounded excerpt (``log_is_excerpt``)."""
+        try:
+            pickle.dumps(log, pickle.HIGHEST_PROTOCOL)
+        except Exception:  # noqa: BLE001 - RecursionError, unpicklable members, raising __reduce__
+            return cls(_excerpt(log), error_code, error_message, status, request_id, True)
+        return cls(log, error_code, error_message, status, request_id)
+
+
+def _excerpt(log: Any) -> str:
+    try:
+        return _EXCERPT.repr(log)
+    except Exception:  # noqa: BLE001 - a member's own __repr__ may raise
+        return f"<a {type(log).__name__} that could not be shown>"
 
 
 @dataclass(frozen=True)

@@ -63,20 +63,11 @@ class InFlightSender:
         self._compression = compression
         self._compressor = ThreadPoolExecutor(1, thread_name_prefix="sls-compress")
         self._queue: deque[_Request] = deque()  # oldest first
-        self._prefixes: dict = {}
 
     def submit(self, batch: Batch) -> None:
         """Start sending ``batch``; call :meth:`completed` to bound what is in flight."""
-        prefix = self._prefixes.get(batch.group)
-        if prefix is None:
-            prefix = self._prefixes[batch.group] = batch.group.body_prefix()
         encoding = self._compressor.submit(
-            encode_joined,
-            batch.group,
-            batch.joined_logs(),
-            batch.count,
-            self._compression,
-            prefix=prefix,
+            encode_joined, batch.group, batch.joined_logs(), batch.count, self._compression
         )
         self._queue.append(_Request(batch, encoding))
 

@@ -24,12 +24,13 @@ Python value                  string sent
 ``bytes``                     decoded as UTF-8 (an error if it is not UTF-8)
 ``bool``                      ``"true"`` / ``"false"``
 ``None``                      ``"null"``
-``int``                       decimal digits
+``int``                       decimal digits (however many)
 ``float``                     shortest round-trip form (``"1.5"``); NaN and
                               infinities as ``"NaN"``, ``"Infinity"``,
                               ``"-Infinity"``
-``dict``, ``list``, ``tuple``  compact JSON (non-finite floats inside become
-                              ``null``, other objects their ``str()``)
+``dict``, ``list``, ``tuple``  compact JSON (a NamedTuple as a list; non-finite
+                              floats inside become ``null``, other objects
+                              their ``str()``)
 ``datetime``, ``date``        ISO 8601
 anything else                 ``str(value)``
 ============================  =================================================
@@ -40,7 +41,11 @@ one of the service's reserved names (``__topic__``, ``__source__``,
 ``_extract_others_``, ``__raw__``, ``__raw_log__``). ``__time__`` is
 overwritten by the service with the arrival time, so a log that carries it
 is only accepted when an ``event_time_key`` is configured: the value then
-travels in that field instead. A value is at most 1 MiB of UTF-8.
+travels in that field instead. A value is at most 1 MiB of UTF-8. A ``str``
+subclass key (a ``str`` enum) is written by its characters; two keys that
+give the same field are an error naming both. A value whose conversion
+raises (its ``__str__``, a ``tzinfo``) is an error naming the key and the
+exception, never a crash.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from typing import Any
 import lz4.block
 import orjson
 
-from sls_beam.errors import InvalidLogError
+from sls_beam.errors import InvalidLogError, describe, key_text
 
 API_VERSION = "0.6.0"
 
@@ -100,6 +105,7 @@ def utf8_len(text: str) -> int:
 def _check_short_field(name: str, value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise InvalidLogError(name, f"{what} must be a str, not {type(value).__name__}")
+    value = str.__str__(value)  # a str enum: its characters
     if utf8_len(value) > MAX_GROUP_FIELD_BYTES:
         raise InvalidLogError(name, f"{what} must be at most {MAX_GROUP_FIELD_BYTES} UTF-8 bytes")
     _check_utf8(name, value)
@@ -142,7 +148,8 @@ class LogGroup:
     """What one request shares: topic, source and tags (validated, hashable).
 
     Build it with :meth:`of`, which checks every rule and raises
-    :class:`InvalidLogError` naming the field.
+    :class:`InvalidLogError` naming the field. A group owns its derived
+    bytes (hash, body prefix, overhead), computed once and cached on it.
     """
 
     topic: str = ""
@@ -158,30 +165,37 @@ class LogGroup:
             return self._hash
 
     def __reduce__(self):
-        # Leave the cached hash behind: str hashes differ from process to process.
+        # Leave the caches behind: str hashes differ from process to process.
         return (LogGroup, (self.topic, self.source, self.tags))
 
     @classmethod
     def of(cls, topic: Any = "", source: Any = "", tags: Mapping[str, Any] | None = None):
+        """A validated group. Tag values are written by the log value rules
+        (``True`` → ``"true"``, a list → JSON); topic and source must be str."""
         topic = "" if topic is None else topic
         source = "" if source is None else source
-        _check_short_field("__topic__", topic, "topic")
-        _check_short_field("__source__", source, "source")
+        topic = _check_short_field("__topic__", topic, "topic")
+        source = _check_short_field("__source__", source, "source")
         items = []
         for key, value in (tags or {}).items():
             if not isinstance(key, str) or not key:
                 raise InvalidLogError("__tags__", f"tag keys must be non-empty str, got {key!r}")
-            _check_short_field(f"__tags__.{key}", key, "tag key")
-            items.append((key, _check_short_field(f"__tags__.{key}", str(value), "tag value")))
+            name = f"__tags__.{key}"
+            key = _check_short_field(name, key, "tag key")
+            items.append((key, _check_short_field(name, stringify(name, value), "tag value")))
         return cls(topic, source, tuple(sorted(items)))
 
     def body_prefix(self) -> bytes:
         """The JSON that precedes the logs in a request body."""
-        head = b'{"__topic__":' + orjson.dumps(self.topic)
-        head += b',"__source__":' + orjson.dumps(self.source)
-        if self.tags:
-            head += b',"__tags__":' + orjson.dumps(dict(self.tags))
-        return head + b',"__logs__":['
+        try:
+            return self._prefix
+        except AttributeError:
+            head = b'{"__topic__":' + orjson.dumps(self.topic)
+            head += b',"__source__":' + orjson.dumps(self.source)
+            if self.tags:
+                head += b',"__tags__":' + orjson.dumps(dict(self.tags))
+            object.__setattr__(self, "_prefix", head + b',"__logs__":[')
+            return self._prefix
 
     def overhead_bytes(self) -> int:
         """Raw bytes a request of this group adds around its logs."""
@@ -260,8 +274,8 @@ class LogEncoder:
                     try:
                         data = _kept(orjson.dumps(log))
                     except orjson.JSONEncodeError:
-                        data = self._dump(log)  # names the key with the bad text
-                    if len(data) <= self.max_log_bytes:
+                        data = None  # a bad text or a str-subclass key: the slow path says
+                    if data is not None and len(data) <= self.max_log_bytes:
                         return data
         return self._dump(self._normalise(log, event_time))
 
@@ -303,24 +317,31 @@ class LogEncoder:
             raise not_a_mapping(log)
         fields: dict[str, str] = {}
         valid = self._valid_keys
+        time_key = self.event_time_key
         time_value = None
         for key, value in log.items():
-            if key not in valid:
-                if key == TIME_KEY and self.event_time_key:
+            if key.__class__ is not str or key not in valid:
+                if key == TIME_KEY and time_key:
                     time_value = value
                     continue
                 problem = key_rule_violation(key)
                 if problem:
                     raise InvalidLogError(key, problem)
+                if key.__class__ is not str:
+                    original, key = key, str.__str__(key)  # a str enum: its characters
+                    if key in fields:
+                        raise _same_field(original, key)
                 valid.add(key)
             if value.__class__ is not str or len(value) > _SURELY_SHORT_CHARS:
                 value = self._stringify(key, value)
             fields[key] = value
-        if self.event_time_key and self.event_time_key not in fields:
+        if time_key:
             if time_value is not None:
-                fields[self.event_time_key] = self._stringify(self.event_time_key, time_value)
-            elif event_time is not None:
-                fields[self.event_time_key] = event_time
+                if time_key in fields:
+                    raise _same_field(TIME_KEY, time_key)
+                fields[time_key] = self._stringify(time_key, time_value)
+            elif event_time is not None and time_key not in fields:
+                fields[time_key] = event_time
         if not fields:
             raise InvalidLogError(None, "a log must have at least one field")
         return fields
@@ -328,10 +349,10 @@ class LogEncoder:
     def _dump(self, fields: dict[str, str]) -> bytes:
         try:
             data = _kept(orjson.dumps(fields))
-        except orjson.JSONEncodeError:
+        except orjson.JSONEncodeError as e:
             for key, value in fields.items():
                 _check_utf8(key, value)
-            raise
+            raise InvalidLogError(None, f"the log cannot be written as JSON: {e}") from None
         if len(data) > self.max_log_bytes:
             check_log_size(len(data), self.max_log_bytes)
         return data
@@ -345,6 +366,14 @@ class LogEncoder:
                 f"value is {utf8_len(text)} UTF-8 bytes; the limit is {MAX_VALUE_BYTES} (1 MiB)",
             )
         return text
+
+
+def _same_field(first: Any, second: str) -> InvalidLogError:
+    return InvalidLogError(
+        second,
+        f"keys {key_text(first)} and {key_text(second)} give the same field; "
+        "a log may have each field once",
+    )
 
 
 def _kept(data: bytes) -> bytes:
@@ -378,7 +407,23 @@ def check_log_size(size: int, max_bytes: int) -> None:
 
 
 def stringify(key: str, value: Any) -> str:
-    """The string form of one value, per the table in this module's docstring."""
+    """The string form of one value, per the table in this module's docstring.
+
+    Raises:
+      InvalidLogError: naming ``key``, when the value has no string form
+        (bytes that are not UTF-8, JSON nested too deep, a conversion that raised).
+    """
+    try:
+        return _text_of(key, value)
+    except InvalidLogError:
+        raise
+    except Exception as e:  # the value's own code (__str__, tzinfo, __iter__) raised
+        raise InvalidLogError(
+            key, f"a {type(value).__name__} value could not be written: {describe(e)}"
+        ) from None
+
+
+def _text_of(key: str, value: Any) -> str:
     cls = value.__class__
     if cls is str:
         return value
@@ -387,7 +432,7 @@ def stringify(key: str, value: Any) -> str:
     if value is None:
         return "null"
     if cls is int:
-        return str(value)
+        return int_text(value)
     if cls is float:
         if math.isfinite(value):
             return repr(value)
@@ -401,7 +446,9 @@ def stringify(key: str, value: Any) -> str:
             ) from None
     if isinstance(value, (Mapping, list, tuple)):
         try:
-            return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+            return orjson.dumps(
+                value, default=_json_default, option=orjson.OPT_NON_STR_KEYS
+            ).decode()
         except orjson.JSONEncodeError as e:
             raise InvalidLogError(key, f"value cannot be written as JSON: {e}") from None
     if isinstance(value, (datetime.date, datetime.time)):
@@ -411,12 +458,33 @@ def stringify(key: str, value: Any) -> str:
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, bool):
-        return stringify(key, bool(value))
+        return _text_of(key, bool(value))
     if isinstance(value, int):
-        return str(int(value))
+        return int_text(int(value))
     if isinstance(value, float):
-        return stringify(key, float(value))
+        return _text_of(key, float(value))
     return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson cannot write itself: a NamedTuple as a list, a mapping as an
+    object, anything else by its ``str()``."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return str(value)
+
+
+def int_text(value: int) -> str:
+    """Decimal digits of ``value``, however many (``str()`` refuses past 4300)."""
+    try:
+        return str(value)
+    except ValueError:
+        # Python's guard against slow conversion: split into parts it accepts.
+        high, low = divmod(abs(value), 10**4000)
+        sign = "-" if value < 0 else ""
+        return f"{sign}{int_text(high)}{str(low).zfill(4000)}"
 
 
 @dataclass(frozen=True)
@@ -437,7 +505,7 @@ class EncodedRequest:
 
 
 def encode_request(
-    group: LogGroup, logs: Sequence[bytes], compression: str = "lz4", *, prefix: bytes | None = None
+    group: LogGroup, logs: Sequence[bytes], compression: str = "lz4"
 ) -> EncodedRequest:
     """Assemble and compress one request from already-encoded logs.
 
@@ -445,9 +513,8 @@ def encode_request(
       group: topic, source and tags shared by every log.
       logs: each log's JSON bytes, as :meth:`LogEncoder.encode` returned them.
       compression: ``lz4`` (raw block), ``deflate`` (zlib) or ``none``.
-      prefix: ``group.body_prefix()``, when the caller has it cached.
     """
-    return encode_joined(group, b",".join(logs), len(logs), compression, prefix=prefix)
+    return encode_joined(group, b",".join(logs), len(logs), compression)
 
 
 def encode_joined(
@@ -455,13 +522,11 @@ def encode_joined(
     joined: bytes,
     log_count: int,
     compression: str = "lz4",
-    *,
-    prefix: bytes | None = None,
 ) -> EncodedRequest:
     """:func:`encode_request` for logs whose JSON is already joined by commas."""
     if log_count < 1:
         raise ValueError("a request needs at least one log")
-    raw = b"".join((prefix or group.body_prefix(), joined, _BODY_SUFFIX))
+    raw = b"".join((group.body_prefix(), joined, _BODY_SUFFIX))
     headers = {
         "x-log-apiversion": API_VERSION,
         "x-log-bodyrawsize": str(len(raw)),

@@ -83,7 +83,7 @@ class BatchWriter:
         self._metrics.failed_logs.inc(batch.count)
         for index in range(batch.count):
             origin = batch.origin(index)
-            failed = FailedLog(
+            failed = FailedLog.of(
                 origin.value, error.error_code, str(error), error.status, error.request_id
             )
             yield pvalue.TaggedOutput(FAILED_TAG, origin.with_value(failed))

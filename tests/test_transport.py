@@ -202,9 +202,7 @@ def tls_emulator(certificate):
         yield running
 
 
-def test_tls_is_verified_by_default_and_a_bad_certificate_is_not_retried(
-    tls_emulator, monkeypatch
-):
+def test_tls_is_verified_by_default_and_a_bad_certificate_is_not_retried(tls_emulator, monkeypatch):
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     waits = []
