@@ -6,23 +6,15 @@ forwarding proxy that records what it relays.
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
-import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from sls_beam.client import WebTrackingClient
-from sls_beam.emulator import Emulator
 from sls_beam.errors import SLSError
 from sls_beam.retry import RetryPolicy
 from sls_beam.wire import LogEncoder, LogGroup, encode_request
@@ -158,48 +150,6 @@ def test_requests_go_through_the_configured_proxy(emulator, proxy, monkeypatch, 
     assert path == f"{emulator.endpoint}/logstores/{LOGSTORE}/track"  # absolute URI: a proxy hop
     assert authorization == "Basic dXNlcjpzZWNyZXQ="  # user:secret, as requests sends it
     assert [log.contents["msg"] for log in emulator.logs(PROJECT, LOGSTORE)] == ["via proxy"]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1: (cert path, key path)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sls-beam test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(cert_path), str(key_path)
-
-
-@pytest.fixture
-def tls_emulator(certificate):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*certificate)
-    with Emulator(tls=context) as running:
-        yield running
 
 
 def test_tls_is_verified_by_default_and_a_bad_certificate_is_not_retried(tls_emulator, monkeypatch):

@@ -7,6 +7,7 @@ import signal
 import threading
 
 from sls_beam.emulator import Emulator, FaultPlan
+from sls_beam.emulator.server import IDLE_TIMEOUT_SECS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -44,6 +45,13 @@ def main(argv: list[str] | None = None) -> None:
         "--trust-logs", action="store_true", help="skip per-log key/value checks (benchmarks)"
     )
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    parser.add_argument(
+        "--idle-timeout-secs",
+        type=float,
+        default=IDLE_TIMEOUT_SECS,
+        help="close connections idle this long; bodies must arrive within it "
+        f"(default {IDLE_TIMEOUT_SECS:g})",
+    )
     args = parser.parse_args(argv)
 
     emulator = Emulator(
@@ -55,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         data_dir=args.data_dir,
         retain_logs=not args.no_retain,
         faults=FaultPlan(latency_secs=args.latency_ms / 1000),
+        idle_timeout_secs=args.idle_timeout_secs,
     )
     for name in args.logstore:
         project, _, logstore = name.partition("/")

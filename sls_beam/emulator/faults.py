@@ -58,6 +58,10 @@ class FaultPlan:
         """Change any of the settings (``None`` keeps the current one)."""
         with self._lock:
             if rates is not None:
+                if not isinstance(rates, Mapping) or not all(
+                    isinstance(rate, (int, float)) for rate in rates.values()
+                ):
+                    raise ValueError("rates: an object of kinds and probabilities")
                 unknown = set(rates) - set(FAULT_KINDS)
                 if unknown or sum(rates.values()) > 1 or min(rates.values(), default=0) < 0:
                     raise ValueError(
@@ -71,10 +75,37 @@ class FaultPlan:
             if slow_secs is not None:
                 self.slow_secs = slow_secs
 
+    def apply(self, settings: Mapping) -> None:
+        """Apply ``/_emulator/faults``'s JSON (``clear``, ``script``, ``rates``, ``seed``,
+        ``latency_secs``, ``slow_secs``) all at once, or none of it.
+
+        Raises:
+          ValueError: naming what is wrong; nothing was changed then.
+        """
+        unknown = set(settings) - {"clear", "script", "rates", "seed", "latency_secs", "slow_secs"}
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        scratch = FaultPlan()  # validates every value before the live plan is touched
+        scratch.script(settings.get("script", []))
+        numbers = {k: settings[k] for k in ("latency_secs", "slow_secs") if k in settings}
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+        seed = settings.get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer, not {seed!r}")
+        scratch.configure(settings.get("rates"), seed, **numbers)
+        if settings.get("clear"):
+            self.clear()
+        self.script(settings.get("script", []))
+        self.configure(settings.get("rates"), seed, **numbers)
+
     def script(self, kinds: Iterable[str]) -> None:
         """Queue faults for the next requests, in order (``ok`` for a normal answer)."""
+        if isinstance(kinds, (str, bytes)) or not isinstance(kinds, Iterable):
+            raise ValueError(f"script: a list of fault kinds from {FAULT_KINDS}")
         kinds = list(kinds)
-        if set(kinds) - set(FAULT_KINDS):
+        if not all(isinstance(kind, str) for kind in kinds) or set(kinds) - set(FAULT_KINDS):
             raise ValueError(f"fault kinds are {FAULT_KINDS}")
         with self._lock:
             self._script.extend(kinds)

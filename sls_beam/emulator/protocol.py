@@ -124,14 +124,18 @@ def decompress(body: bytes, compress_type: str | None, raw_size_header: str | No
     return raw
 
 
-def _utf8_len(text: str) -> int:
-    return len(text.encode("utf-8", "surrogatepass"))
+def _utf8_len(name: str, text: str) -> int:
+    """UTF-8 length of ``text``; a lone surrogate (a ``\\ud800`` escape) is refused."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise bad_body(f"{name} is not valid UTF-8 (a lone surrogate escape)") from None
 
 
 def _short_field(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise bad_body(f"{name} must be a string")
-    if _utf8_len(value) > MAX_SHORT_FIELD_BYTES:
+    if _utf8_len(name, value) > MAX_SHORT_FIELD_BYTES:
         raise bad_body(f"{name} is longer than {MAX_SHORT_FIELD_BYTES} bytes")
     return value
 
@@ -146,7 +150,7 @@ def check_key(key: str, strict_keys: bool = False) -> None:
         raise Rejection(400, "InvalidKey", f"key {key[:64]!r}: only letters, digits and _")
     if not key:
         raise Rejection(400, "InvalidKey", "empty key")
-    if _utf8_len(key) > MAX_KEY_BYTES:
+    if _utf8_len("a key", key) > MAX_KEY_BYTES:
         raise Rejection(400, "InvalidKey", f"key longer than {MAX_KEY_BYTES} bytes")
     if key in RESERVED or key.startswith("__tag__:"):
         raise Rejection(400, "InvalidKey", f"reserved key: {key[:64]}")
@@ -174,14 +178,25 @@ class LogChecker:
             chain.from_iterable(logs)
         ):
             values = list(chain.from_iterable(map(dict.values, logs)))
-            if {str}.issuperset(map(type, values)) and max(map(len, values), default=0) <= (
-                MAX_VALUE_BYTES // 4
+            if (
+                {str}.issuperset(map(type, values))
+                and max(map(len, values), default=0) <= MAX_VALUE_BYTES // 4
+                and _all_utf8(values)
             ):
                 return logs
         for log in logs:
             check_log(log, self.strict_keys)
             self._valid_keys.update(k for k in log if k != "__time__")
         return logs
+
+
+def _all_utf8(values: list[str]) -> bool:
+    """Whether no value holds a lone surrogate (one C-level pass over all of them)."""
+    try:
+        "".join(values).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_log(log: object, strict_keys: bool = False) -> dict[str, str]:
@@ -193,7 +208,7 @@ def check_log(log: object, strict_keys: bool = False) -> dict[str, str]:
         check_key(key, strict_keys)
         if not isinstance(value, str):
             raise bad_body(f"value of {key[:64]} must be a string")
-        if _utf8_len(value) > MAX_VALUE_BYTES:
+        if _utf8_len(f"value of {key[:64]}", value) > MAX_VALUE_BYTES:
             raise bad_body(f"value of {key[:64]} is longer than {MAX_VALUE_BYTES} bytes")
     return log
 
@@ -205,6 +220,8 @@ def parse_body(raw: bytes, checker: LogChecker | None = None) -> LogGroupPayload
         payload = orjson.loads(raw) if checker.trust else json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise bad_body("body is not valid UTF-8 JSON") from None
+    except RecursionError:  # a nesting bomb: the client's fault, not the server's
+        raise bad_body("body is nested too deeply") from None
     if not isinstance(payload, dict):
         raise bad_body("body must be a JSON object")
     logs = payload.get("__logs__")

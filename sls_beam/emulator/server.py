@@ -15,6 +15,7 @@ Endpoints:
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
@@ -31,6 +32,7 @@ from sls_beam.emulator.faults import ERROR_ANSWERS, FaultPlan
 from sls_beam.emulator.protocol import (
     MAX_BODY_BYTES,
     MAX_GET_URL_BYTES,
+    MAX_RAW_BYTES,
     LogChecker,
     Rejection,
     check_api_version,
@@ -43,9 +45,34 @@ from sls_beam.emulator.store import Store, StoredLog
 _TRACK_PATH = re.compile(r"/logstores/([^/]+)/(track|track\.gif|track_ua\.gif)")
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _LOGSTORE = re.compile(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]")
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
+#: Default bounds: idle or slow clients are dropped after this (seconds), and
+#: request bodies held at once (with what they inflate to) are at most this (bytes).
+IDLE_TIMEOUT_SECS = 30.0
+MAX_BODY_BYTES_IN_FLIGHT = 128 * 1024 * 1024
 _PIXEL = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c000000000100010000020144003b"
 )
+
+
+class _BodyBudget:
+    """Bytes of request bodies (and what they inflate to) held at once, over all connections."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, size: int) -> bool:
+        with self._lock:
+            if self._held + size > self.limit:
+                return False
+            self._held += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self._held -= size
 
 
 class _Server(ThreadingHTTPServer):
@@ -53,24 +80,46 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, store: Store, faults: FaultPlan, checker: LogChecker):
-        self.store = store
-        self.checker = checker
-        self.faults = faults
+    def __init__(self, address, emulator: Emulator):
+        self.store = emulator.store
+        self.checker = emulator.checker
+        self.faults = emulator.faults
+        self.tls = emulator.tls
+        self.idle_timeout_secs = emulator.idle_timeout_secs
+        self.budget = _BodyBudget(emulator.max_body_bytes_in_flight)
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
-    def process_request(self, request, client_address):
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors: the listening socket stays readable, so without a
+                # pause the accept loop would spin. Idle connections time out meanwhile.
+                self.stopping.wait(0.1)
+            raise
+
+    def finish_request(self, request, client_address):
+        # On the connection's own thread: a TLS client that never finishes its
+        # handshake holds only itself, for at most the idle timeout.
+        if self.tls is not None:
+            request.settimeout(self.idle_timeout_secs)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ValueError):
+                return
         with self._connections_lock:
             self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self._connections_lock:
+                self._connections.discard(request)
+            if self.tls is not None:
+                request.close()
 
     def close_connections(self) -> None:
         """End keep-alive connections too, as a stopped server would."""
@@ -78,7 +127,7 @@ class _Server(ThreadingHTTPServer):
             connections = list(self._connections)
         for connection in connections:
             try:
-                connection.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
             except OSError:
                 pass
 
@@ -95,6 +144,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
         pass
 
+    def setup(self):
+        self.timeout = self.server.idle_timeout_secs  # an idle or slow client is dropped
+        super().setup()
+
     def do_POST(self):
         self._dispatch(post=True)
 
@@ -103,6 +156,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, post: bool):
         request_id = os.urandom(12).hex().upper()
+        # A body left unread would be taken for the next request: until it is
+        # read, any answer closes the connection.
+        self._body_pending = "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
+        self._reserved = 0
         try:
             self._route(post, request_id)
         except Rejection as r:
@@ -112,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as e:  # the emulator must answer, whatever the request
             body = json.dumps({"errorCode": "InternalServerError", "errorMessage": repr(e)[:200]})
             self._answer(500, body.encode(), request_id)
+        finally:
+            self.server.budget.release(self._reserved)
 
     def _route(self, post: bool, request_id: str):
         url = urlsplit(self.path)
@@ -181,24 +240,53 @@ class _Handler(BaseHTTPRequestHandler):
             raise Rejection(404, "ProjectNotExist", f"The Project does not exist : {project[:64]}")
         return project
 
-    def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True
+    def _content_length(self) -> int:
+        """The body's length, from well-formed framing only (else 400/411, connection closed)."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if "Transfer-Encoding" in self.headers:
+            raise Rejection(411, "MissingContentLength", "send the body with a Content-Length")
+        if not lengths:
             raise Rejection(411, "MissingContentLength", "Content-Length is required")
-        if int(length) > MAX_BODY_BYTES:
-            self.close_connection = True  # the body is left unread
+        if len(lengths) > 1 or not _CONTENT_LENGTH.fullmatch(lengths[0].strip()):
+            raise Rejection(400, "InvalidContentLength", "Content-Length must be one number")
+        return int(lengths[0])
+
+    def _read_body(self) -> bytes:
+        length = self._content_length()
+        if length > MAX_BODY_BYTES:
             raise Rejection(
                 413, "PostBodyTooLarge", f"Body size {length} must little than {MAX_BODY_BYTES}"
             )
-        return self.rfile.read(int(length))
+        raw_size = self.headers.get("x-log-bodyrawsize", "").strip()
+        inflated = min(int(raw_size), MAX_RAW_BYTES) if _CONTENT_LENGTH.fullmatch(raw_size) else 0
+        if not self.server.budget.reserve(length + inflated):
+            raise Rejection(503, "ServerBusy", "too many request bytes in flight; try again")
+        self._reserved = length + inflated
+        body = self._read_within(length, time.monotonic() + self.server.idle_timeout_secs)
+        self._body_pending = False
+        return body
+
+    def _read_within(self, length: int, deadline: float) -> bytes:
+        """``length`` bytes of body, all arrived by ``deadline`` (a trickling client is dropped)."""
+        parts, left = [], length
+        while left:
+            if time.monotonic() > deadline:
+                raise Rejection(408, "RequestTimeout", "the body did not arrive in time")
+            part = self.rfile.read1(min(left, 1 << 16))
+            if not part:
+                raise Rejection(400, "PostBodyInvalid", "the body ended early")
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
 
     def _discard_body(self) -> None:
-        length = self.headers.get("Content-Length", "0")
-        if length.isdigit() and int(length) <= MAX_BODY_BYTES:
-            self.rfile.read(int(length))
-        else:
-            self.close_connection = True
+        try:
+            length = self._content_length()
+        except Rejection:
+            return  # the connection closes: nothing to discard
+        if length <= MAX_BODY_BYTES:
+            self._read_within(length, time.monotonic() + self.server.idle_timeout_secs)
+            self._body_pending = False
 
     def _control(self, post: bool, url):
         store, params = self.server.store, dict(parse_qsl(url.query))
@@ -217,11 +305,9 @@ class _Handler(BaseHTTPRequestHandler):
                         bool(config.get("web_tracking", True)),
                     )
                 else:
-                    faults = self.server.faults
-                    if config.pop("clear", False):
-                        faults.clear()
-                    faults.script(config.pop("script", []))
-                    faults.configure(**config)
+                    if not isinstance(config, dict):
+                        raise ValueError("the settings must be a JSON object")
+                    self.server.faults.apply(config)
             except (ValueError, KeyError, TypeError) as e:
                 raise Rejection(400, "ParameterInvalid", str(e)[:200]) from None
             return self._answer(200, b"{}", None)
@@ -237,6 +323,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Access-Control-Allow-Origin", "*")
         if request_id:
             self.send_header("x-log-requestid", request_id)
+        if self._body_pending:
+            self.close_connection = True
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -280,7 +368,13 @@ class Emulator:
       retain_logs: keep logs in memory for :meth:`logs` (off for long benchmarks).
       faults: a :class:`FaultPlan` (default: no faults).
       tls: serve HTTPS with this server-side ``ssl.SSLContext`` (to test
-        certificate settings such as ``verify`` and ``REQUESTS_CA_BUNDLE``).
+        certificate settings such as ``verify`` and ``REQUESTS_CA_BUNDLE``);
+        each connection's handshake runs on its own thread.
+      idle_timeout_secs: a connection idle this long is closed, and a
+        request's body (or a TLS handshake) must arrive within it (seconds).
+      max_body_bytes_in_flight: request bodies held at once over all
+        connections, with the raw size they declare (bytes); past it a
+        request gets 503 ``ServerBusy`` unread, so memory stays bounded.
     """
 
     def __init__(
@@ -295,9 +389,13 @@ class Emulator:
         retain_logs: bool = True,
         faults: FaultPlan | None = None,
         tls: ssl.SSLContext | None = None,
+        idle_timeout_secs: float = IDLE_TIMEOUT_SECS,
+        max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT,
     ):
         self.host = host
         self.tls = tls
+        self.idle_timeout_secs = idle_timeout_secs
+        self.max_body_bytes_in_flight = max_body_bytes_in_flight
         self.port = port
         self.checker = LogChecker(strict_keys, trust_logs)
         self.store = Store(strict=strict, data_dir=data_dir, retain=retain_logs)
@@ -316,10 +414,8 @@ class Emulator:
     def start(self) -> str:
         """Start serving (on the same port as before after a stop); return the endpoint."""
         if self._server is None:
-            self._server = _Server((self.host, self.port), self.store, self.faults, self.checker)
+            self._server = _Server((self.host, self.port), self)
             self.port = self._server.server_address[1]
-            if self.tls:
-                self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.05},

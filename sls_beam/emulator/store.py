@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sls_beam.emulator.protocol import LogGroupPayload, Rejection
+
+_log = logging.getLogger("sls_beam.emulator")
+
+#: Data files kept open at once; the least recently written is closed past this.
+MAX_OPEN_FILES = 64
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class Store:
         self._in_flight = 0
         self._tracking: dict[tuple[str, str], bool] = {}
         self._logs: dict[tuple[str, str], list[StoredLog]] = {}
-        self._files: dict[tuple[str, str], object] = {}
+        self._files: OrderedDict[tuple[str, str], object] = OrderedDict()  # oldest first
         self.counters: Counter = Counter()
         self.rejections: Counter = Counter()
         self.faults: Counter = Counter()
@@ -114,7 +120,9 @@ class Store:
         received: int,
         request_id: str,
     ) -> None:
+        """Store one accepted request's logs: all of them, or (on any error) none."""
         records = []
+        lines = ""
         if self.retain or self.data_dir:  # a counting-only emulator keeps up with benchmarks
             tags = {str(k): str(v) for k, v in payload.tags.items()}
             records = [
@@ -130,19 +138,21 @@ class Store:
                 )
                 for log in payload.logs
             ]
+        if self.data_dir:
+            # Encoded before anything is stored: what cannot be written is not kept either.
+            lines = "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
+            lines.encode("utf-8")
         with self._lock:
+            if self.data_dir:
+                out = self._file(project, logstore)
+                out.write(lines)
+                out.flush()
             self.counters["accepted_requests"] += 1
             self.counters["logs"] += len(payload.logs)
             self.counters["raw_bytes"] += payload.raw_bytes
             self.counters["body_bytes"] += body_bytes
             if self.retain:
                 self._logs.setdefault((project, logstore), []).extend(records)
-            if self.data_dir:
-                out = self._file(project, logstore)
-                out.write(
-                    "".join(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in records)
-                )
-                out.flush()
             self._arrived.notify_all()
 
     def wait_for_logs(
@@ -204,20 +214,44 @@ class Store:
 
     def _file(self, project: str, logstore: str):
         key = (project, logstore)
-        if key not in self._files:
-            folder = self.data_dir / project
-            folder.mkdir(parents=True, exist_ok=True)
-            self._files[key] = open(folder / f"{logstore}.jsonl", "a", encoding="utf-8")
-        return self._files[key]
+        out = self._files.get(key)
+        if out is not None:
+            self._files.move_to_end(key)
+            return out
+        if len(self._files) >= MAX_OPEN_FILES:
+            self._files.popitem(last=False)[1].close()
+        folder = self.data_dir / project
+        folder.mkdir(parents=True, exist_ok=True)
+        out = self._files[key] = open(folder / f"{logstore}.jsonl", "a", encoding="utf-8")
+        return out
 
     def _load(self) -> None:
         for path in sorted(self.data_dir.glob("*/*.jsonl")):
+            records = _read_data_file(path)
+            if records is None:
+                continue
             key = (path.parent.name, path.stem)
             self._tracking.setdefault(key, True)
-            with open(path, encoding="utf-8") as lines:
-                records = [StoredLog(**json.loads(line)) for line in lines if line.strip()]
+            self.counters["logs"] += len(records)
             if self.retain:
                 self._logs.setdefault(key, []).extend(records)
+
+
+def _read_data_file(path: Path) -> list[StoredLog] | None:
+    """The logs of one data file; ``None`` (with a warning) for a file not the emulator's."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(StoredLog(**json.loads(line)))
+            except (ValueError, TypeError):
+                if not records:
+                    _log.warning("skipping %s: not a file of emulator logs (line %d)", path, number)
+                    return None
+                _log.warning("skipping line %d of %s: not a stored log (cut short?)", number, path)
+    return records
 
 
 def data_file(data_dir: str | os.PathLike, project: str, logstore: str) -> Path:
