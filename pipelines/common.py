@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 import time
 from typing import Any
+
+import orjson
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -35,19 +37,23 @@ class SLSSinkOptions(PipelineOptions):
         )
         parser.add_argument("--logstore", help="SLS logstore (web tracking enabled)")
         parser.add_argument("--topic", dest="sls_topic", default="", help="log topic")
-        parser.add_argument("--source", dest="sls_source", default=None, help="log source")
+        parser.add_argument(
+            "--source", dest="sls_source", default=None, help="log source (files: the file name)"
+        )
         parser.add_argument(
             "--compression",
             default="lz4",
             choices=["lz4", "deflate", "none"],
-            help="request compression (default lz4)",
+            help="request compression",
         )
         parser.add_argument(
             "--event-time-field",
             "--event_time_field",
             dest="event_time_field",
             default=None,
-            help="field that carries the event time (the service overwrites __time__)",
+            help="field to keep each log's event time in: a log's own __time__ moves there "
+            "(the service overwrites __time__ with the arrival time; without this flag, "
+            "logs that carry __time__ go to the failed output)",
         )
         parser.add_argument(
             "--failed-output",
@@ -92,19 +98,66 @@ def sink_from_options(options: SLSSinkOptions, endpoint: str, project: str) -> W
 
 
 def failure_record(failed: Any) -> str:
-    """One JSON line for the failed output, from a :class:`FailedLog` or a parse failure."""
+    """One JSON line of the failed output, in one schema for every failure.
+
+    Fields: ``stage`` (``read``: the line could not be parsed; ``write``: the
+    sink did not write the log), ``file`` and ``line`` (where the log came
+    from, when known), ``raw`` (the line, or the log as JSON, as text),
+    ``reason``, and for write failures ``error_code``, ``status`` and
+    ``request_id``.
+    """
     if isinstance(failed, FailedLog):
+        log = failed.log
         record = {
             "stage": "write",
-            "error_code": failed.error_code,
+            "file": getattr(log, "file", None),
+            "line": getattr(log, "line", None),
+            "raw": log if failed.log_is_excerpt else _as_text(log),
             "reason": failed.error_message,
+            "error_code": failed.error_code,
             "status": failed.status,
             "request_id": failed.request_id,
-            "record": failed.log,
         }
-    else:
-        record = {"stage": "read", **failed}
-    return json.dumps(record, ensure_ascii=False, default=str)
+    else:  # a line that could not be read: file, line, raw, reason
+        record = {"stage": "read", **failed, "error_code": "Malformed"}
+        record.update(status=None, request_id=None)
+    return orjson.dumps(record, default=str).decode()
+
+
+def _as_text(log: Any) -> str:
+    """A log as the JSON text it came from (as near as can be told), never raising."""
+    try:
+        return orjson.dumps(log, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(log)[:10_000]
+
+
+BEAM_OPTIONS_HELP = (
+    "Beam's own options are accepted too: --runner (FnApiRunner here by default; "
+    "DataflowRunner, FlinkRunner, PortableRunner), --direct_num_workers, and each "
+    "runner's settings; see "
+    "https://beam.apache.org/releases/pydoc/current/apache_beam.options.pipeline_options.html"
+)
+
+
+def exit_with_help_if_asked(argv: list[str], prog: str, doc: str, *option_classes) -> None:
+    """For ``-h``/``--help``: print every option of the pipeline, with defaults, and exit.
+
+    Beam's own parser knows only the options classes it has seen, and prints
+    none of them; this lists the pipeline's own, then points at Beam's.
+    """
+    if not {"-h", "--help"} & set(argv):
+        return
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc.strip().splitlines()[0],
+        epilog=BEAM_OPTIONS_HELP,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for options in option_classes:
+        options._add_argparse_args(parser)
+    parser.print_help()
+    raise SystemExit(0)
 
 
 class ReportProgress(beam.DoFn):
@@ -146,6 +199,7 @@ def summarize(result, elapsed_secs: float) -> dict:
         "logs_read": figures.get("logs_read", 0),
         "logs_written": written,
         "logs_failed": figures.get("failed_logs", 0) + figures.get("malformed", 0),
+        "lines_malformed": figures.get("malformed", 0),
         "requests": figures.get("requests", 0),
         "raw_bytes": figures.get("raw_bytes", 0),
         "sent_bytes": figures.get("sent_bytes", 0),

@@ -1,13 +1,16 @@
 """Backfill log files into SLS: ``python -m pipelines.files_to_sls --input GLOB``.
 
 Formats: ``jsonl`` (one JSON object a line), ``text`` (each line becomes
-``{"content": line}``), ``csv`` (a header row names the fields). Each log's
-source is its file's name unless ``--source`` is given.
+``{"content": line}``), ``csv`` (a header row names the fields), or ``auto``
+(the default: from the first file's extension, else its first line). Each
+log's source is its file's name unless ``--source`` is given.
 
-With no ``--endpoint`` it starts the embedded SLS emulator, keeps what it
-receives under ``--data-dir``, and says where to look. Lines that cannot be
-read, and logs the sink cannot write, go to the failed output (JSON lines
-with the file, the reason and the record), so every line is accounted for.
+With no ``--endpoint`` it starts the embedded SLS emulator, which keeps what
+it receives under ``--data-dir`` (adding to earlier runs unless ``--fresh``),
+and says where to look. Lines that cannot be read, and logs the sink cannot
+write, go to the failed output (``--failed-output``, by default
+``sls-failed/failed-*.jsonl``), one JSON object each with the file, line
+number, raw line and reason, so every line is accounted for.
 
 Runs on DirectRunner (the default here: FnApiRunner), Dataflow and Flink::
 
@@ -19,33 +22,33 @@ Runs on DirectRunner (the default here: FnApiRunner), Dataflow and Flink::
 
 from __future__ import annotations
 
-import csv
-import io
+import glob
 import os
 import sys
 import time
 
 import apache_beam as beam
-import orjson
-from apache_beam import pvalue
 from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.common import (
     ReportProgress,
     SLSSinkOptions,
-    counter,
     default_runner,
+    exit_with_help_if_asked,
     failure_record,
     print_summary,
     sink_from_options,
     summarize,
 )
+from pipelines.reading import FORMATS, MALFORMED, ReadLogFiles, detect_format, matched_files
 from sls_beam.emulator import Emulator, data_file
 
-MALFORMED = "malformed"
 DEMO_PROJECT = "demo-project"
 DEMO_LOGSTORE = "demo-logstore"
+DEFAULT_FAILED_OUTPUT = os.path.join("sls-failed", "failed")
+#: Past this share of lines that could not be read, the summary says to check --format.
+MOSTLY_MALFORMED = 0.5
 
 
 class FilesToSLSOptions(PipelineOptions):
@@ -56,9 +59,10 @@ class FilesToSLSOptions(PipelineOptions):
         parser.add_argument(
             "--format",
             dest="input_format",
-            default="jsonl",
-            choices=["jsonl", "text", "csv"],
-            help="input format (default jsonl)",
+            default="auto",
+            choices=["auto", *FORMATS],
+            help="input format; auto: from the first file's extension (.jsonl/.json/.ndjson, "
+            ".csv), else from its first line (a JSON object: jsonl; otherwise text)",
         )
         parser.add_argument(
             "--data-dir",
@@ -67,96 +71,36 @@ class FilesToSLSOptions(PipelineOptions):
             default="sls-emulator-data",
             help="with no --endpoint: where the embedded emulator keeps the logs",
         )
-
-
-class ParseLine(beam.DoFn):
-    """(file name, line) → a log, or a malformed-line record on the MALFORMED output."""
-
-    def __init__(self, input_format: str, source_from_file: bool):
-        self._format = input_format
-        self._source_from_file = source_from_file
-        self._read = counter("logs_read")
-        self._malformed = counter("malformed")
-        self._blank = counter("blank_lines")
-
-    def process(self, element):
-        file_name, line = element
-        if not line.strip():
-            self._blank.inc()
-            return
-        self._read.inc()
-        if self._format == "text":
-            log = {"content": line}
-        else:
-            try:
-                log = orjson.loads(line)
-            except orjson.JSONDecodeError as e:
-                yield self._bad(file_name, f"not valid JSON: {e}", line)
-                return
-            if not isinstance(log, dict):
-                yield self._bad(file_name, f"a JSON {type(log).__name__}, not an object", line)
-                return
-        yield self._with_source(log, file_name)
-
-    def _with_source(self, log: dict, file_name: str) -> dict:
-        if self._source_from_file and "__source__" not in log:
-            log["__source__"] = os.path.basename(file_name)[:128]
-        return log
-
-    def _bad(self, file_name: str, reason: str, line: str):
-        self._malformed.inc()
-        record = {"file": file_name, "reason": reason, "record": line[:10_000]}
-        return pvalue.TaggedOutput(MALFORMED, record)
-
-
-class ParseCsvFile(ParseLine):
-    """A whole CSV file (its header names the fields) → logs, or malformed rows."""
-
-    def process(self, readable):
-        file_name = readable.metadata.path
-        with readable.open() as raw:
-            rows = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
-            for row in rows:
-                self._read.inc()
-                if None in row or None in row.values():
-                    reason = (
-                        f"row {rows.line_num} has {len(rows.fieldnames)} header fields "
-                        "but a different number of values"
-                    )
-                    yield self._bad(file_name, reason, repr(row))
-                    continue
-                yield self._with_source(dict(row), file_name)
-
-
-def read_logs(pipeline, options: FilesToSLSOptions, source_from_file: bool):
-    """The logs and the malformed-line records of the input files."""
-    if options.input_format == "csv":
-        parsed = (
-            pipeline
-            | "Match" >> fileio.MatchFiles(options.input)
-            | "Open" >> fileio.ReadMatches()
-            | "ParseCsv"
-            >> beam.ParDo(ParseCsvFile("csv", source_from_file)).with_outputs(
-                MALFORMED, main="logs"
-            )
+        parser.add_argument(
+            "--fresh",
+            action="store_true",
+            help="with no --endpoint: start the embedded emulator empty (by default each run "
+            "adds to what earlier runs left in --data-dir)",
         )
-    else:
-        parsed = (
-            pipeline
-            | "Read" >> beam.io.ReadFromTextWithFilename(options.input)
-            | "Parse"
-            >> beam.ParDo(ParseLine(options.input_format, source_from_file)).with_outputs(
-                MALFORMED, main="logs"
-            )
+
+
+def read_logs(pipeline, pattern: str, input_format: str, source_from_file: bool):
+    """The logs and the malformed-line records of the files ``pattern`` matches."""
+    parsed = (
+        pipeline
+        | "Match" >> fileio.MatchFiles(pattern)
+        | "Open" >> fileio.ReadMatches()
+        | "SpreadFiles" >> beam.Reshuffle()
+        | "Read"
+        >> beam.ParDo(ReadLogFiles(input_format, source_from_file)).with_outputs(
+            MALFORMED, main="logs"
         )
+    )
     return parsed["logs"], parsed[MALFORMED]
 
 
-def build(pipeline, options: PipelineOptions, endpoint: str, project: str, failed_output: str):
+def build(pipeline, options: PipelineOptions, endpoint: str, project: str, input_format: str):
     """Read → parse → WriteToSLS; malformed lines and failed logs → the failed output."""
     files = options.view_as(FilesToSLSOptions)
     sink = options.view_as(SLSSinkOptions)
-    logs, malformed = read_logs(pipeline, files, source_from_file=sink.sls_source is None)
+    logs, malformed = read_logs(
+        pipeline, files.input, input_format, source_from_file=sink.sls_source is None
+    )
     result = logs | "WriteToSLS" >> sink_from_options(sink, endpoint, project)
     if sink.progress_secs:
         result.written | "Progress" >> beam.ParDo(ReportProgress(sink.progress_secs))
@@ -164,33 +108,53 @@ def build(pipeline, options: PipelineOptions, endpoint: str, project: str, faile
         (malformed, result.failed)
         | "AllFailures" >> beam.Flatten()
         | "ToJson" >> beam.Map(failure_record)
-        | "WriteFailed" >> beam.io.WriteToText(failed_output, file_name_suffix=".jsonl")
+        | "WriteFailed"
+        >> beam.io.WriteToText(
+            failed_output_of(sink), file_name_suffix=".jsonl", skip_if_empty=True
+        )
     )
+
+
+def failed_output_of(sink: SLSSinkOptions) -> str:
+    return sink.failed_output or DEFAULT_FAILED_OUTPUT
 
 
 def run(argv: list[str] | None = None) -> dict:
     """Run the backfill; return the summary figures."""
-    argv = default_runner(list(sys.argv[1:] if argv is None else argv))
-    options = PipelineOptions(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    exit_with_help_if_asked(
+        argv, "python -m pipelines.files_to_sls", __doc__, FilesToSLSOptions, SLSSinkOptions
+    )
+    options = PipelineOptions(default_runner(argv))
     files = options.view_as(FilesToSLSOptions)
     sink = options.view_as(SLSSinkOptions)
     if not files.input:
         raise SystemExit("--input is required: a file pattern such as 'logs/*.jsonl'")
+    paths = matched_files(files.input)
+    input_format = files.input_format
+    if input_format == "auto":
+        input_format, why = detect_format(paths[0])
+        print(f"format: {input_format} (from {why}; --format sets it)")
     emulator = None
     endpoint, project = sink.endpoint, sink.sls_project_name()
     if endpoint is None:
-        emulator = Emulator(data_dir=files.data_dir)
-        endpoint = emulator.start()
         project = project or DEMO_PROJECT
         sink.logstore = sink.logstore or DEMO_LOGSTORE
+        if files.fresh:
+            for path in glob.glob(os.path.join(files.data_dir, "*", "*.jsonl")):
+                os.remove(path)
+        emulator = Emulator(data_dir=files.data_dir)
+        endpoint = emulator.start()
         print(f"No --endpoint: writing to the embedded SLS emulator at {endpoint}")
     if not project or not sink.logstore:
         raise SystemExit("--sls_project (or --project) and --logstore are required with --endpoint")
-    failed_output = sink.failed_output or os.path.join(files.data_dir, "failed", "failed")
     started = time.monotonic()
     try:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, options, endpoint, project, failed_output)
+        try:
+            build(pipeline, options, endpoint, project, input_format)
+        except ValueError as e:  # a bad option value: one line, no traceback
+            raise SystemExit(f"error: {e}") from None
         result = pipeline.run()
         result.wait_until_finish()
     finally:
@@ -198,16 +162,34 @@ def run(argv: list[str] | None = None) -> dict:
             emulator.close()
     summary = summarize(result, time.monotonic() - started)
     print_summary(summary)
-    print(f"failed output: {failed_output}*.jsonl")
+    report(summary, sink, files, input_format, emulator, project)
+    return summary
+
+
+def report(summary, sink, files, input_format: str, emulator, project: str) -> None:
+    """Where things went, and what to do when the input looked like another format."""
+    read, malformed = summary["logs_read"], summary["lines_malformed"]
+    if summary["logs_failed"]:
+        print(f"failed output: {failed_output_of(sink)}*.jsonl")
+    if read and malformed > MOSTLY_MALFORMED * read:
+        others = " or ".join(f"--format {f}" for f in FORMATS if f != input_format)
+        print(
+            f"warning: {malformed:,} of {read:,} lines could not be read as {input_format}; "
+            f"is the input another format? Try {others}",
+            file=sys.stderr,
+        )
     if emulator:
         path = data_file(files.data_dir, project, sink.logstore)
-        print(f"logs received by the emulator: {path}")
+        kept = emulator.stats()["logs"]
+        print(
+            f"logs received by the emulator: {path} ({kept:,} in all, "
+            f"{summary['logs_written']:,} from this run; --fresh starts empty)"
+        )
         print(f"  look at them:  head -n 3 {path}")
         print(
             f"  or serve them: python -m sls_beam.emulator --data-dir {files.data_dir}"
             f"  (then GET /_emulator/logs?project={project}&logstore={sink.logstore})"
         )
-    return summary
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def resolve_target(endpoint: str, project: str, logstore: str) -> Target:
     - An IP address or ``localhost`` (e.g. ``http://127.0.0.1:8080``, an
       emulator or a private gateway): connect there and send
       ``Host: {project}.{address}``, as the service reads the project from
-      the Host header.
+      the Host header. Its scheme must be written out.
     """
     validate_project(project)
     validate_logstore(logstore)
@@ -91,6 +91,14 @@ def resolve_target(endpoint: str, project: str, logstore: str) -> Target:
         raise ValueError("endpoint must be a non-empty string such as cn-hangzhou.log.aliyuncs.com")
     endpoint = endpoint.strip()
     if "://" not in endpoint:
+        hostname = urlsplit("//" + endpoint).hostname or ""
+        if _is_address(hostname):
+            # An emulator or a gateway on an address: most likely plain HTTP, and a
+            # guessed https:// would fail only after every retry.
+            raise ValueError(
+                f"endpoint {endpoint!r} has no scheme: write http://{endpoint} for a plain-HTTP "
+                f"server such as the emulator, or https://{endpoint} for TLS"
+            )
         endpoint = "https://" + endpoint
     parts = urlsplit(endpoint)
     if parts.scheme not in ("http", "https"):

@@ -134,7 +134,7 @@ def key_rule_violation(key: Any) -> str | None:
     if key == TIME_KEY:
         return (
             "is replaced by the service with the arrival time; set event_time_key "
-            "to keep the value in a field of that name"
+            "(--event-time-field in the example pipelines) to keep it in a field of that name"
         )
     try:
         key.encode("utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 import pytest
 
@@ -61,7 +62,7 @@ def test_delivers_logs_with_topic_source_tags(emulator):
             "http://127.0.0.1:8080/logstores/ls_1/track",
             "proj.127.0.0.1:8080",
         ),
-        ("localhost:9", "https://localhost:9/logstores/ls_1/track", "proj.localhost:9"),
+        ("https://localhost:9", "https://localhost:9/logstores/ls_1/track", "proj.localhost:9"),
         ("http://[::1]:80", "http://[::1]:80/logstores/ls_1/track", "proj.[::1]:80"),
     ],
 )
@@ -76,6 +77,12 @@ def test_endpoint_forms(endpoint, url, host):
 def test_bad_endpoints(endpoint):
     with pytest.raises(ValueError, match="endpoint"):
         resolve_target(endpoint, "proj", "ls_1")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:18081", "localhost:8080", "[::1]:80", "10.0.0.7"])
+def test_an_address_without_a_scheme_says_at_once_what_to_write(address):
+    with pytest.raises(ValueError, match=f"write http://{re.escape(address)} for a plain-HTTP"):
+        resolve_target(address, "proj", "ls_1")
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -34,15 +35,25 @@ def failed_records(prefix):
 
 def test_files_backfill_into_the_embedded_emulator(tmp_path, capsys):
     data_dir = tmp_path / "data"
+    failed_prefix = tmp_path / "failed" / "failed"
     summary = files_to_sls.run(
-        ["--input", SAMPLE, "--data-dir", str(data_dir), "--progress-secs", "0.001"]
+        [
+            "--input",
+            SAMPLE,
+            "--data-dir",
+            str(data_dir),
+            "--failed-output",
+            str(failed_prefix),
+            "--progress-secs",
+            "0.001",
+        ]
     )
     lines = [line for line in open(SAMPLE, encoding="utf-8") if line.strip()]
     stored = [
         json.loads(line)
         for line in open(data_dir / "demo-project" / "demo-logstore.jsonl", encoding="utf-8")
     ]
-    failed = failed_records(data_dir / "failed" / "failed")
+    failed = failed_records(failed_prefix)
     # every line is accounted for: written or in the failed output, with file and reason
     assert len(stored) + len(failed) == len(lines) == summary["logs_read"]
     assert {log["contents"]["request_id"] for log in stored} == {
@@ -51,16 +62,20 @@ def test_files_backfill_into_the_embedded_emulator(tmp_path, capsys):
         if line.startswith("{") and line.rstrip().endswith("}")
     }
     assert len(failed) == summary["logs_failed"] == 3
-    assert all(f["file"].endswith("app-logs.jsonl") and f["reason"] for f in failed)
+    for record in failed:
+        assert record["file"].endswith("app-logs.jsonl") and record["reason"]
+        number = record["line"]
+        assert open(SAMPLE, encoding="utf-8").read().splitlines()[number - 1] == record["raw"]
     assert {log["source"] for log in stored} == {"app-logs.jsonl"}
     assert summary["logs_written"] == len(stored)
     assert summary["requests"] >= 1 and summary["raw_bytes"] > summary["sent_bytes"] > 0
     out, err = capsys.readouterr()
     assert "logs written" in err and "logs/s" in err  # progress lines
     assert "summary:" in out and "logs_per_sec" in out and "demo-logstore.jsonl" in out
+    assert "format: jsonl (from the file extension .jsonl" in out
 
 
-def test_files_formats_and_failed_output(tmp_path, emulator):
+def test_files_formats_and_one_failed_record_schema(tmp_path, emulator):
     (tmp_path / "a.txt").write_text("first line\nsecond line\n\nthird\n")
     (tmp_path / "b.csv").write_text("user,action\nann,login\nbob,logout,EXTRA\ncid,view\n")
     failed_prefix = str(tmp_path / "out" / "failed")
@@ -77,14 +92,19 @@ def test_files_formats_and_failed_output(tmp_path, emulator):
     ]
     text = files_to_sls.run(["--input", str(tmp_path / "*.txt"), "--format", "text", *common])
     assert text["logs_written"] == 3
-    csv = files_to_sls.run(["--input", str(tmp_path / "*.csv"), "--format", "csv", *common])
+    csv = files_to_sls.run(["--input", str(tmp_path / "*.csv"), *common])  # auto: csv
     assert (csv["logs_read"], csv["logs_written"], csv["logs_failed"]) == (3, 2, 1)
     contents = [log.contents for log in emulator.logs(PROJECT, LOGSTORE)]
     assert {"content": "second line"} in contents
     assert {"user": "ann", "action": "login"} in contents
     assert {(log.topic, log.source) for log in emulator.logs()} == {("backfill", "host-1")}
     [bad] = failed_records(failed_prefix)
-    assert bad["file"].endswith("b.csv") and "header fields" in bad["reason"]
+    assert set(bad) == RECORD_FIELDS
+    assert bad["file"].endswith("b.csv") and (bad["line"], bad["raw"]) == (3, "bob,logout,EXTRA")
+    assert "header of 2 fields" in bad["reason"] and bad["stage"] == "read"
+
+
+RECORD_FIELDS = {"stage", "file", "line", "raw", "reason", "error_code", "status", "request_id"}
 
 
 def test_files_pipeline_sends_logs_that_break_rules_to_failed_output(tmp_path, emulator):
@@ -95,11 +115,48 @@ def test_files_pipeline_sends_logs_that_break_rules_to_failed_output(tmp_path, e
     )
     assert (summary["logs_written"], summary["logs_failed"]) == (1, 2)
     failed = failed_records(prefix)
-    assert sorted((f["stage"], f["error_code"], f["reason"].split(": ")[0]) for f in failed) == [
-        ("write", "InvalidLog", "key ''"),
-        ("write", "InvalidLog", "key '__tag__:x'"),
+    assert all(set(f) == RECORD_FIELDS for f in failed)
+    assert sorted(
+        (f["stage"], f["line"], f["error_code"], f["reason"].split(": ")[0]) for f in failed
+    ) == [
+        ("write", 2, "InvalidLog", "key ''"),
+        ("write", 3, "InvalidLog", "key '__tag__:x'"),
     ]
+    assert json.loads(failed[0]["raw"])["__source__"] == "x.jsonl"
     assert [log.contents for log in emulator.logs()] == [{"a": "1"}]
+
+
+@pytest.mark.parametrize("input_format", ["jsonl", "text", "csv"])
+def test_a_bad_byte_or_a_huge_csv_field_fails_its_line_alone(tmp_path, emulator, input_format):
+    header = b"a,b\n" if input_format == "csv" else b""
+    good = {"jsonl": b'{"a": "1", "b": "2"}\n', "text": b"fine\n", "csv": b"1,2\n"}[input_format]
+    lines = [
+        header,
+        good,
+        b'{"a": "\xff"}\n' if input_format == "jsonl" else b"bad \xff byte\n",
+        good,
+    ]
+    if input_format == "csv":
+        lines.append(b"x," + b"y" * 200_000 + b"\n")  # over the csv module's 128 KiB field limit
+        lines.append(good)
+    (tmp_path / "in.data").write_bytes(b"".join(lines))
+    prefix = str(tmp_path / "failed")
+    args = [
+        "--input",
+        str(tmp_path / "in.data"),
+        "--format",
+        input_format,
+        "--failed-output",
+        prefix,
+    ]
+    summary = files_to_sls.run([*args, *sink_args(emulator)])
+    failed = failed_records(prefix)
+    expected_bad = 2 if input_format == "csv" else 1
+    assert (summary["logs_written"], len(failed)) == (lines.count(good), expected_bad)
+    first = 3 if input_format == "csv" else 2
+    assert failed[0]["line"] == first and "UTF-8" in failed[0]["reason"]
+    if input_format == "csv":
+        assert failed[1]["line"] == 5 and "field larger than field limit" in failed[1]["reason"]
 
 
 def test_files_pipeline_fails_loudly_when_the_logstore_refuses_writes(tmp_path, emulator):
@@ -107,6 +164,48 @@ def test_files_pipeline_fails_loudly_when_the_logstore_refuses_writes(tmp_path, 
     (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
     with pytest.raises(Exception, match="web tracking is probably disabled"):
         files_to_sls.run(["--input", str(tmp_path / "x.jsonl"), *sink_args(emulator)])
+
+
+@pytest.mark.parametrize("input_format", ["jsonl", "text", "csv", "auto"])
+def test_a_missing_input_is_one_clear_line_for_every_format(tmp_path, input_format):
+    missing = str(tmp_path / "nowhere" / "*.log")
+    with pytest.raises(SystemExit, match="no files match; check the path or the pattern"):
+        files_to_sls.run(["--input", missing, "--format", input_format])
+
+
+def test_text_read_as_json_says_which_format_to_use(tmp_path, emulator, capsys):
+    (tmp_path / "app.jsonl").write_text("plain words\nmore words\nstill words\n")
+    files_to_sls.run(
+        [
+            "--input",
+            str(tmp_path / "app.jsonl"),
+            *sink_args(emulator),
+            "--failed-output",
+            str(tmp_path / "failed"),
+        ]
+    )
+    assert "3 of 3 lines could not be read as jsonl" in capsys.readouterr().err
+
+
+def test_event_time_field_keeps_a_logs_own_time(tmp_path, emulator):
+    (tmp_path / "x.jsonl").write_text('{"__time__": 1700000000, "msg": "then"}\n')
+    files_to_sls.run(
+        ["--input", str(tmp_path / "x.jsonl"), *sink_args(emulator), "--event-time-field", "ts"]
+    )
+    assert [log.contents for log in emulator.logs()] == [{"ts": "1700000000", "msg": "then"}]
+
+
+def test_help_lists_every_option_with_its_default():
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.files_to_sls", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0
+    for option in ("--input", "--format", "--endpoint", "--logstore", "--failed-output", "--fresh"):
+        assert option in result.stdout
+    assert "(default: lz4)" in result.stdout and "--runner" in result.stdout
 
 
 # --- Pub/Sub, against the real Pub/Sub emulator ---------------------------------------------
