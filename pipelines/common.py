@@ -7,9 +7,8 @@ import sys
 import time
 from typing import Any
 
-import orjson
-
 import apache_beam as beam
+import orjson
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions

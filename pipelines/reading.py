@@ -165,7 +165,7 @@ class ReadLogFiles(beam.DoFn):
                 reason = f"{len(row)} values under a header of {len(header)} fields"
                 yield malformed(path, number, raw, reason)
                 continue
-            yield LineLog(dict(zip(header, row)), path, number)
+            yield LineLog(dict(zip(header, row, strict=True)), path, number)
 
 
 class _CsvLines:
