@@ -137,7 +137,9 @@ class WriteToSLS(beam.PTransform):
       backoff_base_secs: first backoff ceiling after an error (seconds).
       backoff_max_secs: longest backoff (seconds).
       on_send_failure: ``raise`` (fail the bundle) or ``output`` (to failed)
-        when a request cannot be delivered.
+        when a request cannot be delivered; by default ``raise``, or
+        ``output`` with ``error_handling`` (Beam YAML's errors all go to the
+        error output).
       mode: ``auto`` (bundle for bounded input, stateful for unbounded),
         ``bundle`` or ``stateful``.
       num_shards: streaming: keys per group over which buffering spreads.
@@ -173,7 +175,7 @@ class WriteToSLS(beam.PTransform):
         max_attempts: int = 8,
         backoff_base_secs: float = 0.2,
         backoff_max_secs: float = 30.0,
-        on_send_failure: str = "raise",
+        on_send_failure: str | None = None,
         mode: str = "auto",
         num_shards: int = 16,
         verify: bool | str = True,
@@ -184,6 +186,8 @@ class WriteToSLS(beam.PTransform):
         if error_handling is not None and not isinstance(error_handling.get("output"), str):
             raise ValueError("error_handling must be {'output': NAME} (Beam YAML's form)")
         self._error_output = error_handling and error_handling["output"]
+        if on_send_failure is None:
+            on_send_failure = "output" if self._error_output else "raise"
         retry = RetryPolicy(
             max_attempts=max_attempts,
             backoff_base_secs=backoff_base_secs,

@@ -328,7 +328,8 @@ def test_pubsub_pipeline_end_to_end(pubsub_emulator, emulator, tmp_path):
     assert plain == {f"plain message {i}" for i in range(0, count, 2)}
     assert all(log.tags["origin"] == "test" for log in logs)
     assert all(float(log.contents["publish_time"]) > 1_600_000_000 for log in logs)
-    assert (failed["stage"], failed["error_code"], failed["record"]) == (
+    assert set(failed) == RECORD_FIELDS
+    assert (failed["stage"], failed["error_code"], json.loads(failed["raw"])) == (
         "write",
         "InvalidLog",
         {"": "empty key", "__tags__": {"origin": "bad"}},

@@ -8,6 +8,7 @@ import os
 import pytest
 
 from pipelines import files_to_sls
+from sls_beam.emulator import Emulator
 from tests.conftest import LOGSTORE, PROJECT
 
 yaml_main = pytest.importorskip("apache_beam.yaml.main", reason="needs apache-beam[yaml]")
@@ -33,8 +34,8 @@ def test_yaml_example_writes_to_the_emulator(emulator, tmp_path):
     assert {log.contents["latency_ms"] for log in logs} == {"41", "950", "12"}
 
 
-def test_yaml_error_output_gets_failed_logs(emulator, tmp_path):
-    spec = f"""
+def yaml_spec(endpoint: str, failed_path) -> str:
+    return f"""
 providers:
   - type: python
     config: {{}}
@@ -52,7 +53,7 @@ pipeline:
       name: Write
       input: Logs
       config:
-        endpoint: "{emulator.endpoint}"
+        endpoint: "{endpoint}"
         project: {PROJECT}
         logstore: {LOGSTORE}
         error_handling: {{output: failed}}
@@ -62,12 +63,29 @@ pipeline:
       config: {{language: python, fields: {{line: msg}}}}
     - type: WriteToText
       input: Msg
-      config: {{path: "{tmp_path / "failed"}"}}
+      config: {{path: "{failed_path}"}}
 """
+
+
+def run_yaml(spec: str, tmp_path) -> list[str]:
+    """Run a YAML pipeline; the lines of its failed output."""
     path = tmp_path / "p.yaml"
     path.write_text(spec)
     yaml_main.run([f"--yaml_pipeline_file={path}", "--runner=FnApiRunner"])
+    return [line for f in tmp_path.glob("failed*") for line in f.read_text().splitlines()]
+
+
+def test_yaml_error_output_gets_failed_logs(emulator, tmp_path):
+    lines = run_yaml(yaml_spec(emulator.endpoint, tmp_path / "failed"), tmp_path)
     assert [log.contents for log in emulator.logs()] == [{"message": "fine"}]
-    lines = [line for f in tmp_path.glob("failed*") for line in f.read_text().splitlines()]
     assert len(lines) == 1
     assert "InvalidLog: key 'kkkk" in lines[0] and "at most 128 UTF-8 bytes" in lines[0]
+
+
+def test_yaml_error_output_gets_logs_the_service_refused(tmp_path):
+    """A 404 (no such logstore) goes to the error output too: the pipeline succeeds."""
+    with Emulator(strict=True) as emulator:
+        emulator.create_logstore(PROJECT, "other-logstore")
+        lines = run_yaml(yaml_spec(emulator.endpoint, tmp_path / "failed"), tmp_path)
+    assert len(lines) == 2
+    assert sum("LogStoreNotExist" in line and "HTTP 404" in line for line in lines) == 1
