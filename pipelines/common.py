@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -14,6 +16,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from sls_beam import METRICS_NAMESPACE, FailedLog, WriteToSLS
+from sls_beam.config import DEFAULT_MAX_BUFFERING_SECS
 
 #: Metrics namespace of the example pipelines' own counters (lines read, …).
 PIPELINE_NAMESPACE = "sls_beam_pipelines"
@@ -59,7 +62,8 @@ class SLSSinkOptions(PipelineOptions):
             "--failed_output",
             dest="failed_output",
             default=None,
-            help="path prefix for logs that could not be read or written (JSON lines)",
+            help="path prefix for logs that could not be read or written (JSON lines; "
+            "the files backfill's default: sls-failed/failed)",
         )
         parser.add_argument(
             "--max-in-flight",
@@ -68,6 +72,24 @@ class SLSSinkOptions(PipelineOptions):
             type=int,
             default=4,
             help="requests awaiting answers at once, per DoFn instance (one per worker thread)",
+        )
+        parser.add_argument(
+            "--max-buffering-secs",
+            "--max_buffering_secs",
+            dest="max_buffering_secs",
+            type=float,
+            default=DEFAULT_MAX_BUFFERING_SECS,
+            help="streaming: longest a log waits in a partial batch (seconds)",
+        )
+        parser.add_argument(
+            "--sink-mode",
+            "--sink_mode",
+            dest="sink_mode",
+            default="auto",
+            choices=["auto", "bundle", "stateful"],
+            help="WriteToSLS mode: bundle (batch within each bundle), stateful (buffer in "
+            "Beam state, flushed by count, bytes, --max-buffering-secs or window end), "
+            "auto (stateful for streaming)",
         )
         parser.add_argument(
             "--progress-secs",
@@ -93,6 +115,8 @@ def sink_from_options(options: SLSSinkOptions, endpoint: str, project: str) -> W
         compression=options.compression,
         event_time_key=options.event_time_field,
         max_in_flight=options.max_in_flight,
+        max_buffering_secs=options.max_buffering_secs,
+        mode=options.sink_mode,
     )
 
 
@@ -131,6 +155,16 @@ def _as_text(log: Any) -> str:
         return repr(log)[:10_000]
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Each option's default after its help, where it has one worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, "", False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 BEAM_OPTIONS_HELP = (
     "Beam's own options are accepted too: --runner (FnApiRunner here by default; "
     "DataflowRunner, FlinkRunner, PortableRunner), --direct_num_workers, and each "
@@ -149,9 +183,9 @@ def exit_with_help_if_asked(argv: list[str], prog: str, doc: str, *option_classe
         return
     parser = argparse.ArgumentParser(
         prog=prog,
-        description=doc.strip().splitlines()[0],
+        description=doc.strip().splitlines()[0].replace("``", ""),
         epilog=BEAM_OPTIONS_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsShown,
     )
     for options in option_classes:
         options._add_argparse_args(parser)
@@ -159,27 +193,71 @@ def exit_with_help_if_asked(argv: list[str], prog: str, doc: str, *option_classe
     raise SystemExit(0)
 
 
+class _Progress:
+    """Logs written in this worker process, and when the last line was printed.
+
+    Process-wide, not per DoFn instance: some runners (the DirectRunner's
+    streaming engine) make a new instance for every bundle, whose own clock
+    would never reach the interval.
+    """
+
+    lock = threading.Lock()
+    started: float | None = None
+    last = 0.0
+    logs = 0
+
+    @classmethod
+    def reset(cls) -> None:
+        """Start counting afresh (a new pipeline in this process: in-process runners)."""
+        with cls.lock:
+            cls.started, cls.last, cls.logs = None, 0.0, 0
+
+
 class ReportProgress(beam.DoFn):
-    """Prints logs written and logs/s every ``interval_secs`` (per worker)."""
+    """Prints logs written and logs/s at most every ``interval_secs`` (per worker process)."""
 
     def __init__(self, interval_secs: float):
         self._interval = interval_secs
 
     def setup(self):
-        self._started = self._last = time.monotonic()
-        self._logs = 0
+        with _Progress.lock:
+            if _Progress.started is None:
+                _Progress.started = _Progress.last = time.monotonic()
 
     def process(self, written):
-        self._logs += written.log_count
         now = time.monotonic()
-        if self._interval and now - self._last >= self._interval:
-            self._last = now
-            rate = self._logs / (now - self._started)
-            print(
-                f"progress: {self._logs:,} logs written, {rate:,.0f} logs/s",
-                file=sys.stderr,
-                flush=True,
-            )
+        with _Progress.lock:
+            _Progress.logs += written.log_count
+            if not self._interval or now - _Progress.last < self._interval:
+                return
+            _Progress.last = now
+            logs, rate = _Progress.logs, _Progress.logs / max(now - _Progress.started, 1e-9)
+        print(f"progress: {logs:,} logs written, {rate:,.0f} logs/s", file=sys.stderr, flush=True)
+
+
+class _NoEmptyFinalizeWarning(logging.Filter):
+    """Beam warns "No shards found to finalize" when a file output got no element.
+
+    For the failed output that is the good case (nothing failed), so the
+    warning would only alarm; every other message of the sink passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No shards found to finalize")
+
+
+def prepare_process() -> None:
+    """What a pipeline's launcher sets up in its own process: progress counted
+    afresh, and no warning for an empty failed output."""
+    _Progress.reset()
+    quiet_empty_outputs()
+
+
+def quiet_empty_outputs() -> None:
+    """Drop Beam's warning about an empty failed output (in this process's runners)."""
+    sink_logger = logging.getLogger("apache_beam.io.filebasedsink")
+    if not any(isinstance(f, _NoEmptyFinalizeWarning) for f in sink_logger.filters):
+        sink_logger.addFilter(_NoEmptyFinalizeWarning())
 
 
 def counter(name: str):
@@ -218,12 +296,13 @@ def print_summary(summary: dict) -> None:
         )
 
 
-def default_runner(argv: list[str]) -> list[str]:
-    """Use Beam's portable in-process runner when none is named.
+def default_runner(argv: list[str], runner: str = "FnApiRunner") -> list[str]:
+    """Use ``runner`` when the command line names none.
 
-    The plain DirectRunner first tries to download the Prism runner binary,
-    which fails without internet; FnApiRunner is what it falls back to.
+    The plain DirectRunner may first try to download the Prism runner binary,
+    which fails (slowly) without internet; FnApiRunner (batch) and
+    BundleBasedDirectRunner (streaming, Pub/Sub) are what it falls back to.
     """
     if not any(arg == "--runner" or arg.startswith("--runner=") for arg in argv):
-        return [*argv, "--runner=FnApiRunner"]
+        return [*argv, f"--runner={runner}"]
     return argv

@@ -37,6 +37,7 @@ from pipelines.common import (
     default_runner,
     exit_with_help_if_asked,
     failure_record,
+    prepare_process,
     print_summary,
     sink_from_options,
     summarize,
@@ -149,6 +150,7 @@ def run(argv: list[str] | None = None) -> dict:
     if not project or not sink.logstore:
         raise SystemExit("--sls_project (or --project) and --logstore are required with --endpoint")
     started = time.monotonic()
+    prepare_process()
     try:
         pipeline = beam.Pipeline(options=options)
         try:

@@ -3,10 +3,15 @@
 ::
 
     python -m pipelines.pubsub_to_sls \\
-        --subscription projects/X/subscriptions/S   (or --pubsub_topic projects/X/topics/T) \\
-        --endpoint cn-hangzhou.log.aliyuncs.com --sls_project P --logstore L \\
-        [--attributes-as tags|fields|none] [--event-time-field publish_time] \\
-        [--failed-output PREFIX]
+        --subscription projects/my-gcp-project/subscriptions/app-logs \\
+        --endpoint cn-hangzhou.log.aliyuncs.com --sls_project my-project --logstore my-logstore \\
+        --attributes-as tags --event-time-field publish_time --failed-output gs://my-bucket/failed
+
+Locally (no runner named) it runs on Beam's BundleBasedDirectRunner: the
+DirectRunner's streaming engine, which needs no download. Its Pub/Sub read
+waits up to 30 s for messages while idle, and processing-time timers fire
+only between reads, so for a local run pass ``--sink-mode bundle``: each
+bundle is written as it ends, and logs land within a second or two.
 
 A message whose payload is a JSON object becomes the log; any other payload
 becomes ``{"content": payload}``. Message attributes become tags, fields, or
@@ -32,7 +37,10 @@ from pipelines.common import (
     ReportProgress,
     SLSSinkOptions,
     counter,
+    default_runner,
+    exit_with_help_if_asked,
     failure_record,
+    prepare_process,
     sink_from_options,
 )
 
@@ -40,12 +48,12 @@ from pipelines.common import (
 class PubSubToSLSOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--subscription", help="projects/X/subscriptions/S to read")
+        parser.add_argument("--subscription", help="projects/PROJECT/subscriptions/NAME to read")
         parser.add_argument(
             "--pubsub_topic",
             "--pubsub-topic",
             dest="pubsub_topic",
-            help="projects/X/topics/T to read (a temporary subscription is made)",
+            help="projects/PROJECT/topics/NAME to read (a temporary subscription is made)",
         )
         parser.add_argument(
             "--attributes-as",
@@ -53,7 +61,7 @@ class PubSubToSLSOptions(PipelineOptions):
             dest="attributes_as",
             default="tags",
             choices=["tags", "fields", "none"],
-            help="where message attributes go (default tags)",
+            help="where message attributes go",
         )
         parser.add_argument(
             "--failed-window-secs",
@@ -131,10 +139,18 @@ def build(pipeline, options: PipelineOptions):
 
 def run(argv: list[str] | None = None, wait: bool = True):
     """Start the streaming pipeline; with ``wait``, block until it ends."""
-    options = PipelineOptions(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    exit_with_help_if_asked(
+        argv, "python -m pipelines.pubsub_to_sls", __doc__, PubSubToSLSOptions, SLSSinkOptions
+    )
+    options = PipelineOptions(default_runner(argv, "BundleBasedDirectRunner"))
     options.view_as(StandardOptions).streaming = True
+    prepare_process()
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, options)
+    try:
+        build(pipeline, options)
+    except ValueError as e:  # a bad option value: one line, no traceback
+        raise SystemExit(f"error: {e}") from None
     result = pipeline.run()
     if wait:
         result.wait_until_finish()

@@ -25,6 +25,7 @@ FAILED_TAG = "failed"
 MODES = ("auto", "bundle", "stateful")
 ON_SEND_FAILURE = ("raise", "output")
 DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BUFFERING_SECS = 2.0
 
 Constant = Any  # a constant, or a callable of the element returning one
 
@@ -45,7 +46,7 @@ class SLSWriteConfig:
     compression: str = "lz4"
     max_batch_logs: int = SERVICE_MAX_LOGS
     max_batch_bytes: int = SERVICE_MAX_RAW_BYTES
-    max_buffering_secs: float = 2.0
+    max_buffering_secs: float = DEFAULT_MAX_BUFFERING_SECS
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
     max_in_flight: int = 4
     event_time_key: str | None = None

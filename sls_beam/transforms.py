@@ -25,6 +25,7 @@ from apache_beam.typehints.row_type import RowTypeConstraint
 
 from sls_beam.config import (
     DEFAULT_MAX_BUFFERED_BYTES,
+    DEFAULT_MAX_BUFFERING_SECS,
     FAILED_TAG,
     WRITTEN_TAG,
     Constant,
@@ -167,7 +168,7 @@ class WriteToSLS(beam.PTransform):
         compression: str = "lz4",
         max_batch_logs: int = SERVICE_MAX_LOGS,
         max_batch_bytes: int = SERVICE_MAX_RAW_BYTES,
-        max_buffering_secs: float = 2.0,
+        max_buffering_secs: float = DEFAULT_MAX_BUFFERING_SECS,
         max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
         max_in_flight: int = 4,
         event_time_key: str | None = None,

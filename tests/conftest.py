@@ -5,7 +5,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import os
+import shutil
+import signal
+import socket
 import ssl
+import subprocess
+import threading
 import zlib
 
 import lz4.block
@@ -81,3 +87,50 @@ def tls_emulator(certificate):
     context.load_cert_chain(*certificate)
     with Emulator(tls=context) as running:
         yield running
+
+
+# --- the Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator), where installed
+
+PUBSUB_LAUNCHER = (
+    shutil.which("cloud-pubsub-emulator")
+    or "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def pubsub_emulator(monkeypatch):
+    if not os.path.exists(PUBSUB_LAUNCHER):
+        pytest.skip(
+            "the Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator) "
+            "is not installed"
+        )
+    pytest.importorskip("google.cloud.pubsub_v1", reason="needs apache-beam[gcp]")
+    port = free_port()
+    process = subprocess.Popen(
+        [PUBSUB_LAUNCHER, "--host=127.0.0.1", f"--port={port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    started = threading.Event()
+
+    def watch():
+        for line in process.stdout:
+            if "Server started" in line:
+                started.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert started.wait(120), "the Pub/Sub emulator did not start"
+        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

@@ -5,9 +5,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -187,12 +184,18 @@ def test_text_read_as_json_says_which_format_to_use(tmp_path, emulator, capsys):
     assert "3 of 3 lines could not be read as jsonl" in capsys.readouterr().err
 
 
-def test_event_time_field_keeps_a_logs_own_time(tmp_path, emulator):
+def test_event_time_field_keeps_a_logs_own_time(tmp_path, emulator, caplog):
     (tmp_path / "x.jsonl").write_text('{"__time__": 1700000000, "msg": "then"}\n')
-    files_to_sls.run(
-        ["--input", str(tmp_path / "x.jsonl"), *sink_args(emulator), "--event-time-field", "ts"]
-    )
+    args = ["--input", str(tmp_path / "x.jsonl"), *sink_args(emulator)]
+    args += ["--failed-output", str(tmp_path / "failed")]
+    files_to_sls.run([*args, "--event-time-field", "ts"])
     assert [log.contents for log in emulator.logs()] == [{"ts": "1700000000", "msg": "then"}]
+    assert "No shards found" not in caplog.text  # nothing failed: no alarming warning
+    assert not list(tmp_path.glob("failed*"))
+    summary = files_to_sls.run(args)  # without the flag, the service would overwrite it
+    assert summary["logs_failed"] == 1
+    [record] = failed_records(tmp_path / "failed")
+    assert "--event-time-field" in record["reason"]
 
 
 def test_help_lists_every_option_with_its_default():
@@ -209,50 +212,6 @@ def test_help_lists_every_option_with_its_default():
 
 
 # --- Pub/Sub, against the real Pub/Sub emulator ---------------------------------------------
-
-PUBSUB_LAUNCHER = (
-    shutil.which("cloud-pubsub-emulator")
-    or "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def pubsub_emulator(monkeypatch):
-    if not os.path.exists(PUBSUB_LAUNCHER):
-        pytest.skip(
-            "the Pub/Sub emulator (Debian package google-cloud-cli-pubsub-emulator) "
-            "is not installed"
-        )
-    pytest.importorskip("google.cloud.pubsub_v1", reason="needs apache-beam[gcp]")
-    port = free_port()
-    process = subprocess.Popen(
-        [PUBSUB_LAUNCHER, "--host=127.0.0.1", f"--port={port}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    started = threading.Event()
-
-    def watch():
-        for line in process.stdout:
-            if "Server started" in line:
-                started.set()
-
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        assert started.wait(120), "the Pub/Sub emulator did not start"
-        monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
-        yield port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def is_test_log(log) -> bool:

@@ -14,9 +14,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,7 @@ from tests.readme import README, Block, blocks, setup_commands
 REPO = README.parent
 RUNNABLE = [b for b in blocks() if b.lang in ("sh", "python", "yaml") and b.mark is None]
 SERVERS = [b for b in blocks() if b.mark == "server"]
+PUBSUB = [b for b in blocks() if b.mark == "pubsub"]
 LOCAL_EMULATOR = "http://127.0.0.1:8080"
 REGION = "cn-hangzhou.log.aliyuncs.com"
 
@@ -126,6 +130,51 @@ def test_main_command_twice_in_one_folder_then_the_emulator_on_what_it_left(fold
     finally:
         process.terminate()
         assert process.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("block", PUBSUB, ids=lambda b: b.name)
+def test_pubsub_block_streams_logs_as_they_come(block, folder, emulator, pubsub_emulator):
+    """The local Pub/Sub command as written: a steady trickle of messages lands in
+    seconds (it took 25-60 s on the stateful sink), with progress lines meanwhile."""
+    from google.cloud import pubsub_v1
+
+    subscription = re.search(r"--subscription (\S+)", block.code).group(1)
+    topic = subscription.replace("/subscriptions/", "/topics/")
+    publisher = pubsub_v1.PublisherClient()
+    publisher.create_topic(name=topic)
+    pubsub_v1.SubscriberClient().create_subscription(name=subscription, topic=topic)
+    code = pointed_at(block.code, emulator.endpoint).replace(
+        "127.0.0.1:8085", f"127.0.0.1:{pubsub_emulator}"
+    )
+    process = subprocess.Popen(
+        ["bash", "-c", code],
+        cwd=folder,
+        env=environment(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    errors: list[str] = []
+
+    def read_stderr():
+        for line in process.stderr:
+            errors.append(line)
+
+    threading.Thread(target=read_stderr, daemon=True).start()
+    try:
+        count, lags = 40, []
+        for i in range(count):  # ~10 messages a second for 4 s, each awaited in the SLS emulator
+            sent = time.monotonic()
+            publisher.publish(topic, f'{{"i": {i}}}'.encode()).result(timeout=30)
+            assert emulator.wait_for_logs(i + 1, timeout=60), (emulator.stats(), errors)
+            lags.append(time.monotonic() - sent)
+            time.sleep(0.1)  # the publisher's pace (not a synchronisation)
+        assert sorted(int(log.contents["i"]) for log in emulator.logs()) == list(range(count))
+        assert max(lags[5:]) < 10, lags  # a ceiling; once running, each lands in seconds
+        assert any("logs written" in line for line in errors), errors
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def test_only_marked_blocks_are_left_out():
