@@ -198,17 +198,38 @@ def test_event_time_field_keeps_a_logs_own_time(tmp_path, emulator, caplog):
     assert "--event-time-field" in record["reason"]
 
 
-def test_help_lists_every_option_with_its_default():
+@pytest.mark.parametrize(
+    ("module", "own_option"),
+    [("pipelines.files_to_sls", "--fresh"), ("pipelines.pubsub_to_sls", "--subscription")],
+)
+def test_help_lists_every_option_with_its_default(module, own_option):
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.files_to_sls", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0
-    for option in ("--input", "--format", "--endpoint", "--logstore", "--failed-output", "--fresh"):
+    for option in ("--endpoint", "--logstore", "--failed-output", "--sink-mode", own_option):
         assert option in result.stdout
     assert "(default: lz4)" in result.stdout and "--runner" in result.stdout
+
+
+def test_common_mistakes_are_one_line_that_says_what_to_do(tmp_path):
+    (tmp_path / "x.jsonl").write_text('{"a": 1}\n')
+    args = ["--input", str(tmp_path / "x.jsonl"), "--sls_project", PROJECT, "--logstore", LOGSTORE]
+    with pytest.raises(SystemExit, match=r"^error: endpoint '127.0.0.1:18081' has no scheme"):
+        files_to_sls.run([*args, "--endpoint", "127.0.0.1:18081"])
+    with pytest.raises(SystemExit, match="--logstore are required"):
+        files_to_sls.run(["--input", str(tmp_path / "x.jsonl"), "--endpoint", "http://x:1"])
+
+
+def test_fresh_starts_the_embedded_emulator_empty(tmp_path, capsys):
+    (tmp_path / "x.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+    args = ["--input", str(tmp_path / "x.jsonl"), "--data-dir", str(tmp_path / "data")]
+    args += ["--failed-output", str(tmp_path / "failed")]
+    files_to_sls.run(args)
+    files_to_sls.run(args)
+    assert "(4 in all, 2 from this run" in capsys.readouterr().out
+    files_to_sls.run([*args, "--fresh"])
+    assert "(2 in all, 2 from this run" in capsys.readouterr().out
 
 
 # --- Pub/Sub, against the real Pub/Sub emulator ---------------------------------------------
