@@ -191,12 +191,10 @@ def test_request_bodies_held_at_once_are_bounded():
     with Emulator(max_body_bytes_in_flight=1_000_000) as emulator:
         with socket.create_connection(("127.0.0.1", emulator.port), timeout=10) as held:
             held.sendall(request_head(str(len(body))) + body[:100])
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:  # the held body has taken its share
-                refused = post(emulator.endpoint, body)
-                if refused.status_code == 503:
-                    break
-            assert refused.json()["errorCode"] == "ServerBusy"
+            assert emulator.wait_for_held_bytes(len(body), timeout=10)
+            assert emulator.stats()["body_bytes_held"] == len(body)
+            refused = post(emulator.endpoint, body)
+            assert (refused.status_code, refused.json()["errorCode"]) == (503, "ServerBusy")
             held.sendall(body[100:])
             answer = held.recv(65536)
         assert answer.startswith(b"HTTP/1.1 200")

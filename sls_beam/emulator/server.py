@@ -60,19 +60,25 @@ class _BodyBudget:
 
     def __init__(self, limit: int):
         self.limit = limit
-        self._held = 0
-        self._lock = threading.Lock()
+        self.held = 0
+        self._changed = threading.Condition()
 
     def reserve(self, size: int) -> bool:
-        with self._lock:
-            if self._held + size > self.limit:
+        with self._changed:
+            if self.held + size > self.limit:
                 return False
-            self._held += size
+            self.held += size
+            self._changed.notify_all()
             return True
 
     def release(self, size: int) -> None:
-        with self._lock:
-            self._held -= size
+        with self._changed:
+            self.held -= size
+            self._changed.notify_all()
+
+    def wait_until_held(self, at_least: int, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.held >= at_least, timeout)
 
 
 class _Server(ThreadingHTTPServer):
@@ -462,8 +468,15 @@ class Emulator:
 
     def stats(self) -> dict:
         """Counters: requests, accepted_requests, logs, raw_bytes, body_bytes,
-        max_concurrent_requests, rejections by errorCode, faults by kind."""
-        return self.store.stats()
+        max_concurrent_requests, rejections by errorCode, faults by kind; and
+        body_bytes_held: request bytes held right now (see ``max_body_bytes_in_flight``)."""
+        server = self._server
+        return {**self.store.stats(), "body_bytes_held": server.budget.held if server else 0}
+
+    def wait_for_held_bytes(self, at_least: int, timeout: float) -> bool:
+        """Block until requests being read hold ``at_least`` bytes of the body budget,
+        or ``timeout`` seconds pass; return whether they do. For tests of the bound."""
+        return self._server is not None and self._server.budget.wait_until_held(at_least, timeout)
 
     def __enter__(self) -> Emulator:
         self.start()
