@@ -18,6 +18,12 @@ from tests.conftest import LOGSTORE, PROJECT
 SAMPLE = os.path.join(os.path.dirname(files_to_sls.__file__), "sample", "app-logs.jsonl")
 
 
+@pytest.fixture(autouse=True)
+def in_a_fresh_folder(tmp_path, monkeypatch):
+    """Pipelines write default outputs (sls-failed/, beam-temp-*) where they run: not here."""
+    monkeypatch.chdir(tmp_path)
+
+
 def sink_args(emulator) -> list[str]:
     return ["--endpoint", emulator.endpoint, "--sls_project", PROJECT, "--logstore", LOGSTORE]
 

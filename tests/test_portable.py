@@ -28,6 +28,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "pipelines", "sample", "app-logs.jsonl")
 
 
+@pytest.fixture(autouse=True)
+def in_a_fresh_folder(tmp_path, monkeypatch):
+    """Pipelines write default outputs (sls-failed/, beam-temp-*) where they run: not here."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def worker_pool():
     """A Beam SDK worker pool on loopback; yields the pipeline options that use it."""
