@@ -16,10 +16,21 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from sls_beam import METRICS_NAMESPACE, FailedLog, WriteToSLS
-from sls_beam.config import DEFAULT_MAX_BUFFERING_SECS
+from sls_beam.config import DEFAULT_MAX_BUFFERING_SECS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODE, MODES
+from sls_beam.wire import COMPRESSIONS, DEFAULT_COMPRESSION
 
 #: Metrics namespace of the example pipelines' own counters (lines read, …).
 PIPELINE_NAMESPACE = "sls_beam_pipelines"
+#: Seconds between progress lines.
+DEFAULT_PROGRESS_SECS = 10.0
+
+
+def add_flag(parser, name: str, **kwargs) -> None:
+    """Add ``--name-with-dashes``, also spelled ``--name_with_underscores`` (Beam's style),
+    both setting ``name_with_underscores``."""
+    dest = kwargs.pop("dest", name.replace("-", "_"))
+    spellings = dict.fromkeys([f"--{name}", f"--{name.replace('-', '_')}"])
+    parser.add_argument(*spellings, dest=dest, **kwargs)
 
 
 class SLSSinkOptions(PipelineOptions):
@@ -27,76 +38,67 @@ class SLSSinkOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument(
-            "--endpoint",
+        add_flag(
+            parser,
+            "endpoint",
             help="SLS endpoint, e.g. cn-hangzhou.log.aliyuncs.com (HTTPS) or http://127.0.0.1:PORT",
         )
-        parser.add_argument(
-            "--sls_project",
-            "--sls-project",
-            dest="sls_project",
+        add_flag(
+            parser,
+            "sls-project",
             help="SLS project (default: --project, which Dataflow also uses for the GCP project)",
         )
-        parser.add_argument("--logstore", help="SLS logstore (web tracking enabled)")
-        parser.add_argument("--topic", dest="sls_topic", default="", help="log topic")
-        parser.add_argument(
-            "--source", dest="sls_source", default=None, help="log source (files: the file name)"
-        )
-        parser.add_argument(
-            "--compression",
-            default="lz4",
-            choices=["lz4", "deflate", "none"],
+        add_flag(parser, "logstore", help="SLS logstore (web tracking enabled)")
+        add_flag(parser, "topic", dest="sls_topic", default="", help="log topic")
+        add_flag(parser, "source", dest="sls_source", help="log source (files: the file name)")
+        add_flag(
+            parser,
+            "compression",
+            default=DEFAULT_COMPRESSION,
+            choices=COMPRESSIONS,
             help="request compression",
         )
-        parser.add_argument(
-            "--event-time-field",
-            "--event_time_field",
-            dest="event_time_field",
-            default=None,
+        add_flag(
+            parser,
+            "event-time-field",
             help="field to keep each log's event time in: a log's own __time__ moves there "
             "(the service overwrites __time__ with the arrival time; without this flag, "
             "logs that carry __time__ go to the failed output)",
         )
-        parser.add_argument(
-            "--failed-output",
-            "--failed_output",
-            dest="failed_output",
-            default=None,
+        add_flag(
+            parser,
+            "failed-output",
             help="path prefix for logs that could not be read or written (JSON lines; "
             "the files backfill's default: sls-failed/failed)",
         )
-        parser.add_argument(
-            "--max-in-flight",
-            "--max_in_flight",
-            dest="max_in_flight",
+        add_flag(
+            parser,
+            "max-in-flight",
             type=int,
-            default=4,
+            default=DEFAULT_MAX_IN_FLIGHT,
             help="requests awaiting answers at once, per DoFn instance (one per worker thread)",
         )
-        parser.add_argument(
-            "--max-buffering-secs",
-            "--max_buffering_secs",
-            dest="max_buffering_secs",
+        add_flag(
+            parser,
+            "max-buffering-secs",
             type=float,
             default=DEFAULT_MAX_BUFFERING_SECS,
             help="streaming: longest a log waits in a partial batch (seconds)",
         )
-        parser.add_argument(
-            "--sink-mode",
-            "--sink_mode",
-            dest="sink_mode",
-            default="auto",
-            choices=["auto", "bundle", "stateful"],
+        add_flag(
+            parser,
+            "sink-mode",
+            default=DEFAULT_MODE,
+            choices=MODES,
             help="WriteToSLS mode: bundle (batch within each bundle), stateful (buffer in "
             "Beam state, flushed by count, bytes, --max-buffering-secs or window end), "
             "auto (stateful for streaming)",
         )
-        parser.add_argument(
-            "--progress-secs",
-            "--progress_secs",
-            dest="progress_secs",
+        add_flag(
+            parser,
+            "progress-secs",
             type=float,
-            default=10.0,
+            default=DEFAULT_PROGRESS_SECS,
             help="seconds between progress lines (0: none)",
         )
 

@@ -34,6 +34,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipelines.common import (
     ReportProgress,
     SLSSinkOptions,
+    add_flag,
     default_runner,
     exit_with_help_if_asked,
     failure_record,
@@ -48,6 +49,7 @@ from sls_beam.emulator import Emulator, data_file
 DEMO_PROJECT = "demo-project"
 DEMO_LOGSTORE = "demo-logstore"
 DEFAULT_FAILED_OUTPUT = os.path.join("sls-failed", "failed")
+DEFAULT_DATA_DIR = "sls-emulator-data"
 #: Past this share of lines that could not be read, the summary says to check --format.
 MOSTLY_MALFORMED = 0.5
 
@@ -56,24 +58,25 @@ class FilesToSLSOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         # Not required=True: Beam parses every options class ever imported, for every pipeline.
-        parser.add_argument("--input", help="file pattern (local, gs://, …); required")
-        parser.add_argument(
-            "--format",
+        add_flag(parser, "input", help="file pattern (local, gs://, …); required")
+        add_flag(
+            parser,
+            "format",
             dest="input_format",
             default="auto",
             choices=["auto", *FORMATS],
             help="input format; auto: from the first file's extension (.jsonl/.json/.ndjson, "
             ".csv), else from its first line (a JSON object: jsonl; otherwise text)",
         )
-        parser.add_argument(
-            "--data-dir",
-            "--data_dir",
-            dest="data_dir",
-            default="sls-emulator-data",
+        add_flag(
+            parser,
+            "data-dir",
+            default=DEFAULT_DATA_DIR,
             help="with no --endpoint: where the embedded emulator keeps the logs",
         )
-        parser.add_argument(
-            "--fresh",
+        add_flag(
+            parser,
+            "fresh",
             action="store_true",
             help="with no --endpoint: start the embedded emulator empty (by default each run "
             "adds to what earlier runs left in --data-dir)",

@@ -36,6 +36,7 @@ from apache_beam.transforms import window
 from pipelines.common import (
     ReportProgress,
     SLSSinkOptions,
+    add_flag,
     counter,
     default_runner,
     exit_with_help_if_asked,
@@ -44,31 +45,31 @@ from pipelines.common import (
     sink_from_options,
 )
 
+#: Seconds of failures that share one failed-output file.
+DEFAULT_FAILED_WINDOW_SECS = 60.0
+
 
 class PubSubToSLSOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        parser.add_argument("--subscription", help="projects/PROJECT/subscriptions/NAME to read")
-        parser.add_argument(
-            "--pubsub_topic",
-            "--pubsub-topic",
-            dest="pubsub_topic",
+        add_flag(parser, "subscription", help="projects/PROJECT/subscriptions/NAME to read")
+        add_flag(
+            parser,
+            "pubsub-topic",
             help="projects/PROJECT/topics/NAME to read (a temporary subscription is made)",
         )
-        parser.add_argument(
-            "--attributes-as",
-            "--attributes_as",
-            dest="attributes_as",
+        add_flag(
+            parser,
+            "attributes-as",
             default="tags",
             choices=["tags", "fields", "none"],
             help="where message attributes go",
         )
-        parser.add_argument(
-            "--failed-window-secs",
-            "--failed_window_secs",
-            dest="failed_window_secs",
+        add_flag(
+            parser,
+            "failed-window-secs",
             type=float,
-            default=60.0,
+            default=DEFAULT_FAILED_WINDOW_SECS,
             help="one failed-output file per window of this many seconds",
         )
 

@@ -15,46 +15,24 @@ without loading Apache Beam.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from sls_beam._version import __version__
 
+#: Each public name and the module it lives in; imported on first use.
 _HOMES = {
-    "WebTrackingClient": "sls_beam.client",
-    "SendResult": "sls_beam.client",
-    "SLSError": "sls_beam.errors",
-    "InvalidLogError": "sls_beam.errors",
-    "RetryPolicy": "sls_beam.retry",
-    "LogGroup": "sls_beam.wire",
     "WriteToSLS": "sls_beam.transforms",
     "WriteToSLSResult": "sls_beam.transforms",
     "FailedLog": "sls_beam.records",
     "WrittenRequest": "sls_beam.records",
     "METRICS_NAMESPACE": "sls_beam.metrics",
+    "WebTrackingClient": "sls_beam.client",
+    "SendResult": "sls_beam.client",
+    "RetryPolicy": "sls_beam.retry",
+    "SLSError": "sls_beam.errors",
+    "InvalidLogError": "sls_beam.errors",
+    "LogGroup": "sls_beam.wire",
 }
-__all__ = [  # spelled out for linters and IDEs; the same names as _HOMES
-    "METRICS_NAMESPACE",
-    "FailedLog",
-    "InvalidLogError",
-    "LogGroup",
-    "RetryPolicy",
-    "SLSError",
-    "SendResult",
-    "WebTrackingClient",
-    "WriteToSLS",
-    "WriteToSLSResult",
-    "WrittenRequest",
-    "__version__",
-]
-
-if TYPE_CHECKING:
-    from sls_beam.client import SendResult, WebTrackingClient
-    from sls_beam.errors import InvalidLogError, SLSError
-    from sls_beam.metrics import METRICS_NAMESPACE
-    from sls_beam.records import FailedLog, WrittenRequest
-    from sls_beam.retry import RetryPolicy
-    from sls_beam.transforms import WriteToSLS, WriteToSLSResult
-    from sls_beam.wire import LogGroup
+__all__ = [*_HOMES, "__version__"]
 
 
 def __getattr__(name: str):

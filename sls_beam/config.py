@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, Union
 
 from apache_beam.transforms.display import DisplayDataItem
 
-from sls_beam.client import WebTrackingClient, resolve_target
+from sls_beam.client import DEFAULT_TIMEOUT_SECS, WebTrackingClient
+from sls_beam.endpoints import resolve_target
 from sls_beam.retry import RetryPolicy
 from sls_beam.wire import (
     COMPRESSIONS,
+    DEFAULT_COMPRESSION,
     SERVICE_MAX_LOGS,
     SERVICE_MAX_RAW_BYTES,
     BatchLimits,
@@ -24,37 +26,47 @@ WRITTEN_TAG = "written"
 FAILED_TAG = "failed"
 MODES = ("auto", "bundle", "stateful")
 ON_SEND_FAILURE = ("raise", "output")
-DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+
+#: Each option's default, named once (those shared with the client live in
+#: ``client``/``wire``/``retry``): WriteToSLS, this config, the example
+#: pipelines and the README's table all read them from there.
 DEFAULT_MAX_BUFFERING_SECS = 2.0
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_IN_FLIGHT = 4
+DEFAULT_ON_SEND_FAILURE = "raise"
+DEFAULT_MODE = "auto"
+DEFAULT_NUM_SHARDS = 16
 
-Constant = Any  # a constant, or a callable of the element returning one
+T = TypeVar("T")
+#: An option given as a value, or as a callable of the element that returns one.
+PerElement = Union[T, Callable[[Any], T]]  # noqa: UP007 - a generic alias needs Union
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SLSWriteConfig:
     """Everything a worker needs to write: validated once, pickled to workers.
 
-    See :class:`WriteToSLS` for the meaning of each field.
+    Built by keyword only; see :class:`WriteToSLS` for the meaning of each field.
     """
 
     endpoint: str
     project: str
     logstore: str
-    topic: Constant = ""
-    source: Constant = ""
-    tags: Constant = None
-    compression: str = "lz4"
+    topic: PerElement[str] = ""
+    source: PerElement[str] = ""
+    tags: PerElement[Mapping[str, Any] | None] = None
+    compression: str = DEFAULT_COMPRESSION
     max_batch_logs: int = SERVICE_MAX_LOGS
     max_batch_bytes: int = SERVICE_MAX_RAW_BYTES
     max_buffering_secs: float = DEFAULT_MAX_BUFFERING_SECS
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
-    max_in_flight: int = 4
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     event_time_key: str | None = None
-    timeout_secs: float = 30.0
+    timeout_secs: float = DEFAULT_TIMEOUT_SECS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    on_send_failure: str = "raise"
-    mode: str = "auto"
-    num_shards: int = 16
+    on_send_failure: str = DEFAULT_ON_SEND_FAILURE
+    mode: str = DEFAULT_MODE
+    num_shards: int = DEFAULT_NUM_SHARDS
     verify: bool | str = True
     clock: Callable[[], float] = time.time
 
@@ -63,28 +75,35 @@ class SLSWriteConfig:
         self.limits()  # validates the batch limits
         LogEncoder(self.event_time_key)  # validates the event time key
         checks = [
-            (self.compression in COMPRESSIONS, f"compression must be one of {COMPRESSIONS}"),
-            (self.mode in MODES, f"mode must be one of {MODES}"),
-            (self.on_send_failure in ON_SEND_FAILURE, f"on_send_failure: one of {ON_SEND_FAILURE}"),
-            (self.max_in_flight >= 1, "max_in_flight must be at least 1"),
-            (self.num_shards >= 1, "num_shards must be at least 1"),
-            (self.max_buffering_secs >= 0, "max_buffering_secs must not be negative"),
+            (self.compression in COMPRESSIONS, "compression", f"one of {COMPRESSIONS}"),
+            (self.mode in MODES, "mode", f"one of {MODES}"),
+            (
+                self.on_send_failure in ON_SEND_FAILURE,
+                "on_send_failure",
+                f"one of {ON_SEND_FAILURE}",
+            ),
+            (self.max_in_flight >= 1, "max_in_flight", "at least 1"),
+            (self.num_shards >= 1, "num_shards", "at least 1"),
+            (self.max_buffering_secs >= 0, "max_buffering_secs", "not negative"),
             (
                 self.max_buffered_bytes >= self.max_batch_bytes,
-                "max_buffered_bytes must be at least max_batch_bytes",
+                "max_buffered_bytes",
+                f"at least max_batch_bytes ({self.max_batch_bytes})",
             ),
-            (self.timeout_secs > 0, "timeout_secs must be positive"),
+            (self.timeout_secs > 0, "timeout_secs", "positive"),
         ]
-        for ok, message in checks:
+        for ok, name, rule in checks:
             if not ok:
-                raise ValueError(message)
+                raise ValueError(f"{name} must be {rule}, not {getattr(self, name)!r}")
         if not any(map(callable, (self.topic, self.source, self.tags))):
             LogGroup.of(self.topic, self.source, self.tags)  # constants: fail at construction
 
     def limits(self) -> BatchLimits:
+        """The count and byte bounds of one request."""
         return BatchLimits(self.max_batch_logs, self.max_batch_bytes)
 
     def make_client(self) -> WebTrackingClient:
+        """A client for this logstore, pooling one connection per request in flight."""
         return WebTrackingClient(
             self.endpoint,
             self.project,

@@ -1,4 +1,4 @@
-"""The sink's DoFns.
+"""The sink's DoFns: where Beam meets the batcher and the writer.
 
 Bounded input is batched inside each bundle (no shuffle); unbounded input is
 encoded, buffered per (group, shard) in Beam state with timers, then sent."""
@@ -6,8 +6,7 @@ encoded, buffered per (group, shard) in Beam state with timers, then sent."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 import orjson
@@ -21,23 +20,18 @@ from apache_beam.transforms.userstate import (
     on_timer,
 )
 from apache_beam.transforms.window import GlobalWindows
-from apache_beam.utils.windowed_value import WindowedValue
 
-from sls_beam.batching import Batch, KeyedBatcher
+from sls_beam.batching import Added, Batch, KeyedBatcher, SentLogs
 from sls_beam.config import FAILED_TAG, SLSWriteConfig, display_data
 from sls_beam.errors import InvalidLogError
 from sls_beam.memo import Memo
 from sls_beam.metrics import SinkMetrics
+from sls_beam.outputs import BatchWriter, refused
 from sls_beam.preparing import LogPreparer
-from sls_beam.records import FailedLog
 from sls_beam.wire import BatchLimits, LogGroup
-from sls_beam.writing import BatchWriter
 
-
-def _invalid(metrics: SinkMetrics, element: Any, error: InvalidLogError):
-    metrics.invalid_logs.inc()
-    metrics.failed_logs.inc()
-    return pvalue.TaggedOutput(FAILED_TAG, FailedLog.of(element, error.error_code, str(error)))
+#: The WindowedValue of a log in the global window, without an event time.
+_GLOBAL = GlobalWindows.windowed_value(None)
 
 
 class SinkDoFn(beam.DoFn):
@@ -54,11 +48,23 @@ class SinkDoFn(beam.DoFn):
 class WriteInBundleFn(SinkDoFn):
     """Bounded input: batch per group inside the bundle, send, flush at bundle end.
 
-    Each log keeps its element's ``WindowedValue``, so a failed log is
-    reported in its own window with its own timestamp.
+    A failed log is reported in its own window, with its own timestamp.
+    Asking Beam for each element's window costs ~1 µs a log, so input in the
+    global window without event times (the common backfill) uses a
+    ``process`` that asks for nothing, and its failed logs are reported in
+    the global window; only ``windowed`` input pays for
+    ``WindowedValueParam`` (Beam reads ``process`` off the instance).
+
+    Args:
+      config: the sink's configuration.
+      windowed: the input has windows or event times that failures must keep.
     """
 
-    _wrap = None  # origins are the elements' WindowedValues
+    def __init__(self, config: SLSWriteConfig, windowed: bool):
+        super().__init__(config)
+        self._windowed = windowed
+        if windowed:
+            self.process = self.process_windowed
 
     def setup(self):
         self._preparer = LogPreparer(self._config)
@@ -66,77 +72,34 @@ class WriteInBundleFn(SinkDoFn):
 
     def start_bundle(self):
         self._batcher = KeyedBatcher(
-            self._config.limits(), self._config.max_buffered_bytes, self._wrap
+            self._preparer,
+            self._config.limits(),
+            self._config.max_buffered_bytes,
+            window=None if self._windowed else _GLOBAL,
         )
 
-    def process(self, element, windowed_value=beam.DoFn.WindowedValueParam):
-        return self._add(element, windowed_value, windowed_value.timestamp)
+    def process(self, element):
+        added = self._batcher.add(element, element)
+        return () if added is None else list(self._outputs_of(added))
 
-    def _add(self, element, origin, timestamp):
-        try:
-            group, data = self._preparer.prepare(element, timestamp)
-        except InvalidLogError as e:
-            return [_invalid(self._metrics, element, e)]
-        closed = self._batcher.add(group, data, origin)
-        if closed:
-            return [output for batch in closed for output in self._writer.submit(batch)]
-        return ()
+    def process_windowed(self, element, windowed_value=beam.DoFn.WindowedValueParam):
+        added = self._batcher.add(element, windowed_value, windowed_value.timestamp)
+        return () if added is None else list(self._outputs_of(added))
 
     def finish_bundle(self):
-        for batch in self._batcher.drain():
-            yield from self._writer.submit(batch)
-        yield from self._writer.flush()
+        yield from self._outputs_of(self._batcher.drain())
+        yield from self._writer.collect(keep=0)  # a bundle ends once all are acknowledged
 
     def teardown(self):
         self._writer.close()
 
-
-class WriteGlobalInBundleFn(WriteInBundleFn):
-    """The same for input in the global window, without event times: the common
-    backfill. Asking Beam for each element's window costs ~1 µs a log, so this
-    keeps the bare element and reports a failed one in the global window."""
-
-    _wrap = staticmethod(GlobalWindows.windowed_value)
-
-    def setup(self):
-        super().setup()
-        self._plain_group = self._preparer.static_group
-
-    def start_bundle(self):
-        super().start_bundle()
-        # Plain dicts of the static group wait here and are encoded a batch at a time.
-        self._plain: list[dict] = []
-
-    def process(self, element):
-        if element.__class__ is dict and self._plain_group is not None:
-            plain = self._plain
-            plain.append(element)
-            if len(plain) >= self._config.max_batch_logs:
-                return self._flush_plain()
-            return ()
-        return self._add(element, element, None)
-
-    def _flush_plain(self) -> list:
-        logs, self._plain = self._plain, []
-        if not logs:
-            return []
-        joined = self._preparer.encode_many(logs)
-        group = self._plain_group
-        if joined is not None and self._config.limits().fits(
-            0, 0, len(joined), group.overhead_bytes()
-        ):
-            return list(self._writer.submit(Batch.of_plain(group, logs, joined, self._wrap)))
-        # Not all plain, or too large for one request: log by log, which names any problem.
-        return [output for log in logs for output in self._add(log, log, None)]
-
-    def finish_bundle(self):
-        for output in self._flush_plain():  # finish_bundle must give windowed values
-            if isinstance(output, pvalue.TaggedOutput) and not isinstance(
-                output.value, WindowedValue
-            ):
-                output = pvalue.TaggedOutput(output.tag, GlobalWindows.windowed_value(output.value))
-            yield output
-        yield from super().finish_bundle()
+    def _outputs_of(self, added: Added) -> Iterator:
+        for element, origin, error in added.invalid:
+            failed = refused(self._metrics, element, error)
+            yield pvalue.TaggedOutput(FAILED_TAG, self._batcher.in_window(origin, failed))
+        for batch in added.batches:
+            self._writer.submit(batch)
+        yield from self._writer.collect(keep=self._config.max_in_flight)
 
 
 class PrepareForStateFn(SinkDoFn):
@@ -153,7 +116,7 @@ class PrepareForStateFn(SinkDoFn):
         try:
             group, data = self._preparer.prepare(element, timestamp)
         except InvalidLogError as e:
-            yield _invalid(self._metrics, element, e)
+            yield pvalue.TaggedOutput(FAILED_TAG, refused(self._metrics, element, e))
             return
         yield self._keys[group], data
 
@@ -186,7 +149,7 @@ class BufferInStateFn(beam.DoFn):
         self._limits = limits
         self._max_buffering_secs = max_buffering_secs
         self._clock = clock
-        self._overheads = Memo(lambda key: _group_of_key(key).overhead_bytes())
+        self._rooms = Memo(lambda key: limits.room(_group_of_key(key)))
 
     def process(
         self,
@@ -200,8 +163,7 @@ class BufferInStateFn(beam.DoFn):
     ):
         key, log = element
         n, nbytes = count.read() or 0, size.read() or 0
-        overhead = self._overheads[key]
-        if n and not self._limits.fits(n, nbytes, len(log), overhead):
+        if n and not self._limits.fits(n, nbytes, len(log), self._rooms[key]):
             yield from self._flush(key, logs, count, size, stale)
             n = nbytes = 0
         if n == 0:
@@ -246,12 +208,11 @@ class SendFromStateFn(SinkDoFn):
 
     def process(self, element, windowed_value=beam.DoFn.WindowedValueParam):
         key, logs = element
-        group = self._groups[key]
-        batch = Batch(group, logs, None, windowed_value, sum(map(len, logs)))
-        yield from self._writer.submit(batch)
+        self._writer.submit(Batch.of(self._groups[key], logs, SentLogs(logs), windowed_value))
+        yield from self._writer.collect(keep=self._config.max_in_flight)
 
     def finish_bundle(self):
-        yield from self._writer.flush()
+        yield from self._writer.collect(keep=0)
 
     def teardown(self):
         self._writer.close()

@@ -1,9 +1,15 @@
-"""Typed errors raised by the wire format and the client."""
+"""Typed errors raised by the wire format and the client, and the excerpts they carry.
+
+Runners move exceptions between processes, so each error pickles to an
+equal one: every field, and the message, exactly.
+"""
 
 from __future__ import annotations
 
 #: Longest excerpt of server text or log content that an error message may carry.
 MAX_EXCERPT_CHARS = 200
+#: Longest excerpt of a key in a message (keys are at most 128 bytes when valid).
+MAX_KEY_EXCERPT_CHARS = 80
 
 
 def excerpt(text: str, limit: int = MAX_EXCERPT_CHARS) -> str:
@@ -34,24 +40,32 @@ class InvalidLogError(ValueError):
     """A log (or its topic, source or tags) breaks a rule of the service.
 
     Attributes:
-      key: the offending field name (``None`` when the whole log is at fault).
+      key: the offending field name (``None`` when the whole log is at fault;
+        a key that is not a str, number or bytes is kept as its repr).
       rule: the rule that was broken, in words.
       error_code: a stable code, ``InvalidLog``, for dead-letter records.
     """
 
     error_code = "InvalidLog"
 
-    def __init__(self, key: str | None, rule: str):
-        self.key = key
+    def __init__(self, key: object, rule: str):
+        # Keys of plain types are kept as they are; any other object as its repr,
+        # so that the error always pickles (runners move it between processes).
+        plain = key is None or isinstance(key, (str, int, float, bytes))
+        self.key = key if plain else key_text(key)
         self.rule = rule
         where = "log" if key is None else f"key {key_text(key)}"
         super().__init__(f"{where}: {rule}")
+
+    def __reduce__(self):
+        return (_restored, (type(self), self.__dict__.copy(), self.args))
 
 
 def key_text(key) -> str:
     """A key as an error message shows it: its repr, cut short (never raising)."""
     try:
-        return excerpt(repr(str.__str__(key) if isinstance(key, str) else key), 80)
+        text = repr(str.__str__(key) if isinstance(key, str) else key)
+        return excerpt(text, MAX_KEY_EXCERPT_CHARS)
     except Exception:  # noqa: BLE001 - a key's own __repr__ may raise
         return f"<a {type(key).__name__} key>"
 
@@ -101,15 +115,13 @@ class SLSError(Exception):
         return text
 
     def __reduce__(self):
-        # Beam ships exceptions between processes; keep every field on the way.
-        return (
-            type(self),
-            (
-                self.status,
-                self.error_code,
-                self.error_message,
-                self.request_id,
-                self.attempts,
-                self.throttled_secs,
-            ),
-        )
+        # Fields as they are: the constructor would excerpt the message a second time.
+        return (_restored, (type(self), self.__dict__.copy(), self.args))
+
+
+def _restored(cls, fields: dict, args: tuple) -> Exception:
+    """An error as it was pickled: the same fields and message, no constructor run."""
+    error = cls.__new__(cls)
+    error.__dict__.update(fields)
+    error.args = args
+    return error

@@ -1,10 +1,8 @@
-"""The sink's Beam metrics (namespace ``sls_beam``)."""
+"""The sink's Beam metrics (namespace ``sls_beam``), updated from plain counts."""
 
 from __future__ import annotations
 
 from apache_beam.metrics import Metrics
-
-from sls_beam.sending import Outcome
 
 #: Beam Metrics namespace of every counter and distribution of the sink.
 METRICS_NAMESPACE = "sls_beam"
@@ -32,18 +30,28 @@ class SinkMetrics:
         self.batch_raw_bytes = distribution("batch_raw_bytes")
         self._throttled_carry = 0.0
 
-    def written(self, outcome: Outcome) -> None:
-        result = outcome.result
-        self.logs_written.inc(outcome.batch.count)
+    def written(
+        self,
+        log_count: int,
+        raw_bytes: int,
+        sent_bytes: int,
+        latency_secs: float,
+        attempts: int,
+        throttled_secs: float,
+    ) -> None:
+        """Count one request the service accepted."""
+        self.logs_written.inc(log_count)
         self.requests.inc()
-        self.raw_bytes.inc(outcome.raw_bytes)
-        self.sent_bytes.inc(outcome.sent_bytes)
-        self.latency_ms.update(int(result.elapsed_secs * 1000))
-        self.batch_logs.update(outcome.batch.count)
-        self.batch_raw_bytes.update(outcome.raw_bytes)
-        self.attempted(result.attempts, result.throttled_secs)
+        self.raw_bytes.inc(raw_bytes)
+        self.sent_bytes.inc(sent_bytes)
+        self.latency_ms.update(int(latency_secs * 1000))
+        self.batch_logs.update(log_count)
+        self.batch_raw_bytes.update(raw_bytes)
+        self.attempted(attempts, throttled_secs)
 
     def attempted(self, attempts: int, throttled_secs: float) -> None:
+        """Count the retries of a request, and its seconds spent throttled (whole
+        seconds carried over into ``cumulativeThrottlingSeconds``)."""
         if attempts > 1:
             self.retries.inc(attempts - 1)
         if throttled_secs:

@@ -68,7 +68,7 @@ class LogPreparer:
     def __init__(self, config: SLSWriteConfig):
         self._config = config
         self._encoder = LogEncoder(config.event_time_key, config.max_batch_bytes)
-        self._max_bytes = config.max_batch_bytes
+        self._limits = config.limits()
         dynamic = any(map(callable, (config.topic, config.source, config.tags)))
         self._static_group = (
             None if dynamic else LogGroup.of(config.topic, config.source, config.tags)
@@ -103,9 +103,9 @@ class LogPreparer:
         if self._encoder.event_time_key and timestamp is not None and timestamp > MIN_TIMESTAMP:
             event_time = format_event_time(timestamp)
         data = self._encoder.encode(log, event_time)
-        overhead = group.overhead_bytes()
-        if len(data) + overhead > self._max_bytes:
-            check_log_size(len(data), self._max_bytes - overhead)
+        room = self._limits.room(group)
+        if len(data) > room:
+            check_log_size(len(data), room)
         return group, data
 
     @property

@@ -1,4 +1,9 @@
-"""Which answers are worth another attempt, and how long to wait: a value."""
+"""Every classification of an answer, and how long to wait before another attempt: a value.
+
+The tables are data; :class:`RetryPolicy` reads them. Callers ask the policy
+(is it retryable, is it quota, did the service refuse the content) and never
+look at statuses and codes themselves.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,16 @@ CONTENT_ERROR_CODES = frozenset(
     }
 )
 
+
+#: Defaults of :class:`RetryPolicy` (attempts; seconds).
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_BACKOFF_BASE_SECS = 0.2
+DEFAULT_QUOTA_BACKOFF_BASE_SECS = 1.0
+DEFAULT_BACKOFF_MAX_SECS = 30.0
+
+#: Statuses with which the service refuses a batch's content (with a code of
+#: CONTENT_ERROR_CODES): splitting the batch isolates the bad logs.
+CONTENT_REFUSAL_STATUSES = frozenset({400, 413})
 
 #: Codes of failures without an answer that would fail the same way again:
 #: an untrusted TLS certificate, or TLS spoken to a plain-HTTP server.
@@ -53,21 +68,37 @@ class RetryPolicy:
       backoff_max_secs: largest single wait (seconds).
     """
 
-    max_attempts: int = 8
-    backoff_base_secs: float = 0.2
-    quota_backoff_base_secs: float = 1.0
-    backoff_max_secs: float = 30.0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    backoff_base_secs: float = DEFAULT_BACKOFF_BASE_SECS
+    quota_backoff_base_secs: float = DEFAULT_QUOTA_BACKOFF_BASE_SECS
+    backoff_max_secs: float = DEFAULT_BACKOFF_MAX_SECS
 
     def __post_init__(self):
         if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if min(self.backoff_base_secs, self.quota_backoff_base_secs, self.backoff_max_secs) < 0:
-            raise ValueError("backoff times must not be negative")
+            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts!r}")
+        times = (self.backoff_base_secs, self.quota_backoff_base_secs, self.backoff_max_secs)
+        if min(times) < 0:
+            raise ValueError(f"backoff times must not be negative, not {times!r}")
+
+    @classmethod
+    def with_backoff(
+        cls, max_attempts: int, backoff_base_secs: float, backoff_max_secs: float
+    ) -> RetryPolicy:
+        """A policy from the sink's three options: quota answers back off from at least
+        DEFAULT_QUOTA_BACKOFF_BASE_SECS (within the longest wait), errors from the base."""
+        quota_base = max(backoff_base_secs, min(DEFAULT_QUOTA_BACKOFF_BASE_SECS, backoff_max_secs))
+        return cls(max_attempts, backoff_base_secs, quota_base, backoff_max_secs)
 
     @staticmethod
     def is_quota(status: int | None, error_code: str | None) -> bool:
         """Whether the answer says the project or shard is over its write quota."""
         return status == 429 or (status == 403 and error_code in QUOTA_ERROR_CODES)
+
+    @staticmethod
+    def is_refused_content(status: int | None, error_code: str | None) -> bool:
+        """Whether the service refused what the batch holds (a bad log, too large):
+        the same logs would fail again, but a part of the batch may pass."""
+        return status in CONTENT_REFUSAL_STATUSES and error_code in CONTENT_ERROR_CODES
 
     def is_retryable(self, status: int | None, error_code: str | None) -> bool:
         """Whether an answer (``status`` ``None``: no answer) deserves another attempt."""

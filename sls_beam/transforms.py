@@ -16,35 +16,35 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.typehints.row_type import RowTypeConstraint
 
+from sls_beam.client import DEFAULT_TIMEOUT_SECS
 from sls_beam.config import (
     DEFAULT_MAX_BUFFERED_BYTES,
     DEFAULT_MAX_BUFFERING_SECS,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MODE,
+    DEFAULT_NUM_SHARDS,
     FAILED_TAG,
     WRITTEN_TAG,
-    Constant,
+    PerElement,
     SLSWriteConfig,
     display_data,
 )
-from sls_beam.dofns import (
-    BufferInStateFn,
-    PrepareForStateFn,
-    SendFromStateFn,
-    WriteGlobalInBundleFn,
-    WriteInBundleFn,
-)
+from sls_beam.dofns import BufferInStateFn, PrepareForStateFn, SendFromStateFn, WriteInBundleFn
 from sls_beam.records import FailedLog, WrittenRequest
-from sls_beam.retry import RetryPolicy
-from sls_beam.wire import (
-    SERVICE_MAX_LOGS,
-    SERVICE_MAX_RAW_BYTES,
+from sls_beam.retry import (
+    DEFAULT_BACKOFF_BASE_SECS,
+    DEFAULT_BACKOFF_MAX_SECS,
+    DEFAULT_MAX_ATTEMPTS,
+    RetryPolicy,
 )
+from sls_beam.wire import DEFAULT_COMPRESSION, SERVICE_MAX_LOGS, SERVICE_MAX_RAW_BYTES
 
 
 class WriteToSLSResult(NamedTuple):
@@ -162,23 +162,24 @@ class WriteToSLS(beam.PTransform):
         endpoint: str,
         project: str,
         logstore: str,
-        topic: Constant = "",
-        source: Constant = "",
-        tags: Constant = None,
-        compression: str = "lz4",
+        *,
+        topic: PerElement[str] = "",
+        source: PerElement[str] = "",
+        tags: PerElement[Mapping[str, Any] | None] = None,
+        compression: str = DEFAULT_COMPRESSION,
         max_batch_logs: int = SERVICE_MAX_LOGS,
         max_batch_bytes: int = SERVICE_MAX_RAW_BYTES,
         max_buffering_secs: float = DEFAULT_MAX_BUFFERING_SECS,
         max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
-        max_in_flight: int = 4,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         event_time_key: str | None = None,
-        timeout_secs: float = 30.0,
-        max_attempts: int = 8,
-        backoff_base_secs: float = 0.2,
-        backoff_max_secs: float = 30.0,
+        timeout_secs: float = DEFAULT_TIMEOUT_SECS,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff_base_secs: float = DEFAULT_BACKOFF_BASE_SECS,
+        backoff_max_secs: float = DEFAULT_BACKOFF_MAX_SECS,
         on_send_failure: str | None = None,
-        mode: str = "auto",
-        num_shards: int = 16,
+        mode: str = DEFAULT_MODE,
+        num_shards: int = DEFAULT_NUM_SHARDS,
         verify: bool | str = True,
         clock: Callable[[], float] = time.time,
         error_handling: Mapping[str, str] | None = None,
@@ -189,33 +190,27 @@ class WriteToSLS(beam.PTransform):
         self._error_output = error_handling and error_handling["output"]
         if on_send_failure is None:
             on_send_failure = "output" if self._error_output else "raise"
-        retry = RetryPolicy(
-            max_attempts=max_attempts,
-            backoff_base_secs=backoff_base_secs,
-            quota_backoff_base_secs=max(backoff_base_secs, min(1.0, backoff_max_secs)),
-            backoff_max_secs=backoff_max_secs,
-        )
         self._config = SLSWriteConfig(
-            endpoint,
-            project,
-            logstore,
-            topic,
-            source,
-            tags,
-            compression,
-            max_batch_logs,
-            max_batch_bytes,
-            max_buffering_secs,
-            max_buffered_bytes,
-            max_in_flight,
-            event_time_key,
-            timeout_secs,
-            retry,
-            on_send_failure,
-            mode,
-            num_shards,
-            verify,
-            clock,
+            endpoint=endpoint,
+            project=project,
+            logstore=logstore,
+            topic=topic,
+            source=source,
+            tags=tags,
+            compression=compression,
+            max_batch_logs=max_batch_logs,
+            max_batch_bytes=max_batch_bytes,
+            max_buffering_secs=max_buffering_secs,
+            max_buffered_bytes=max_buffered_bytes,
+            max_in_flight=max_in_flight,
+            event_time_key=event_time_key,
+            timeout_secs=timeout_secs,
+            retry=RetryPolicy.with_backoff(max_attempts, backoff_base_secs, backoff_max_secs),
+            on_send_failure=on_send_failure,
+            mode=mode,
+            num_shards=num_shards,
+            verify=verify,
+            clock=clock,
         )
 
     def expand(self, pcoll: beam.PCollection) -> WriteToSLSResult | dict:
@@ -242,11 +237,7 @@ class WriteToSLS(beam.PTransform):
             mode = "stateful" if streaming or not pcoll.is_bounded else "bundle"
         if mode == "bundle":
             global_window = isinstance(pcoll.windowing.windowfn, GlobalWindows)
-            fn = (
-                WriteGlobalInBundleFn
-                if global_window and not config.event_time_key
-                else WriteInBundleFn
-            )(config)
+            fn = WriteInBundleFn(config, windowed=not global_window or bool(config.event_time_key))
             outputs = pcoll | "WriteInBundle" >> beam.ParDo(fn).with_outputs(
                 FAILED_TAG, main=WRITTEN_TAG
             )

@@ -68,6 +68,8 @@ API_VERSION = "0.6.0"
 #: The service's limits for one PutWebTracking request.
 SERVICE_MAX_LOGS = 4096
 SERVICE_MAX_RAW_BYTES = 3 * 1024 * 1024
+#: The smallest ``max_batch_bytes`` allowed: room for a group's fields and a log.
+MIN_BATCH_BYTES = 1024
 #: The service's limits for one key and one value (UTF-8 bytes).
 MAX_KEY_BYTES = 128
 MAX_VALUE_BYTES = 1024 * 1024
@@ -75,6 +77,7 @@ MAX_VALUE_BYTES = 1024 * 1024
 MAX_GROUP_FIELD_BYTES = 128
 
 COMPRESSIONS = ("lz4", "deflate", "none")
+DEFAULT_COMPRESSION = "lz4"
 
 RESERVED_KEYS = frozenset(
     {
@@ -217,18 +220,25 @@ class BatchLimits:
 
     def __post_init__(self):
         if not 1 <= self.max_logs <= SERVICE_MAX_LOGS:
-            raise ValueError(f"max_batch_logs must be within 1..{SERVICE_MAX_LOGS}")
-        if not 1024 <= self.max_bytes <= SERVICE_MAX_RAW_BYTES:
-            raise ValueError(f"max_batch_bytes must be within 1024..{SERVICE_MAX_RAW_BYTES}")
+            raise ValueError(
+                f"max_batch_logs must be within 1..{SERVICE_MAX_LOGS}, not {self.max_logs!r}"
+            )
+        if not MIN_BATCH_BYTES <= self.max_bytes <= SERVICE_MAX_RAW_BYTES:
+            raise ValueError(
+                f"max_batch_bytes must be within {MIN_BATCH_BYTES}..{SERVICE_MAX_RAW_BYTES}, "
+                f"not {self.max_bytes!r}"
+            )
 
-    def fits(self, count: int, logs_bytes: int, log_size: int, overhead: int) -> bool:
-        """Whether one more log of ``log_size`` bytes fits beside ``count`` logs.
+    def room(self, group: LogGroup) -> int:
+        """Raw bytes that the logs of one request of ``group``, and the commas
+        between them, may take: the size rule's one home."""
+        return self.max_bytes - group.overhead_bytes()
 
-        ``logs_bytes`` is the sum of the sizes of the logs already there, and
-        ``overhead`` the group's :meth:`LogGroup.overhead_bytes`. Each log
-        after the first costs one more byte: the comma between logs.
-        """
-        return count < self.max_logs and overhead + logs_bytes + count + log_size <= self.max_bytes
+    def fits(self, count: int, logs_bytes: int, log_size: int, room: int) -> bool:
+        """Whether one more log of ``log_size`` bytes fits beside ``count`` logs
+        of ``logs_bytes`` in all, within a group's :meth:`room`. Each log after
+        the first costs one more byte: the comma between logs."""
+        return count < self.max_logs and logs_bytes + count + log_size <= room
 
 
 class LogEncoder:
@@ -505,7 +515,7 @@ class EncodedRequest:
 
 
 def encode_request(
-    group: LogGroup, logs: Sequence[bytes], compression: str = "lz4"
+    group: LogGroup, logs: Sequence[bytes], compression: str = DEFAULT_COMPRESSION
 ) -> EncodedRequest:
     """Assemble and compress one request from already-encoded logs.
 
@@ -521,7 +531,7 @@ def encode_joined(
     group: LogGroup,
     joined: bytes,
     log_count: int,
-    compression: str = "lz4",
+    compression: str = DEFAULT_COMPRESSION,
 ) -> EncodedRequest:
     """:func:`encode_request` for logs whose JSON is already joined by commas."""
     if log_count < 1:
@@ -546,19 +556,20 @@ def encode_joined(
 
 
 def split_into_requests(
-    logs: Iterable[bytes], limits: BatchLimits, overhead: int
+    logs: Iterable[bytes], limits: BatchLimits, group: LogGroup
 ) -> list[list[bytes]]:
     """Cut encoded logs, in order, into chunks that each fit ``limits``.
 
     A log is added to the current chunk only if it fits; otherwise the chunk
     is closed first, so no chunk ever overflows (each log measured once).
     """
+    room = limits.room(group)
     chunks: list[list[bytes]] = []
     current: list[bytes] = []
     current_bytes = 0
     for log in logs:
         size = len(log)
-        if current and not limits.fits(len(current), current_bytes, size, overhead):
+        if current and not limits.fits(len(current), current_bytes, size, room):
             chunks.append(current)
             current, current_bytes = [], 0
         current.append(log)

@@ -55,3 +55,26 @@ class Collect(beam.PTransform):
 
     def expand(self, pcoll):
         return pcoll | beam.Map(repr) | beam.io.WriteToText(str(self.path), shard_name_template="")
+
+
+def make_logs(first: int, count: int):
+    """Logs number ``first`` to ``first + count - 1``, as apps write them: numbers, a
+    boolean, a null, a nested object, non-ASCII text, and a unique ``message``."""
+    for i in range(first, first + count):
+        yield {
+            "time": f"2026-11-25T08:{i // 60 % 60:02d}:{i % 60:02d}.{i % 1000:03d}Z",
+            "level": "INFO" if i % 10 else "WARN",
+            "status": 200 if i % 13 else 503,
+            "latency_ms": (i % 997) / 4,
+            "cached": i % 3 == 0,
+            "trace": None if i % 5 else f"t-{i:x}",
+            "user": {"id": i % 7919, "region": "cn-hangzhou", "tags": ["a", "b"][: i % 3]},
+            "message": f"订单 {i} processed — customer {i % 7919}",
+        }
+
+
+def generated_logs(pipeline, count: int, per_seed: int = 10_000):
+    """Exactly ``count`` logs, made in a DoFn from a few seeds (a large Create costs
+    ~18 µs an element, which would swamp the sink in a soak)."""
+    seeds = [(first, min(per_seed, count - first)) for first in range(0, count, per_seed)]
+    return pipeline | "Seeds" >> beam.Create(seeds) | "Generate" >> beam.FlatMapTuple(make_logs)

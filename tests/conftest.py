@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import os
 import shutil
 import signal
@@ -12,9 +11,7 @@ import socket
 import ssl
 import subprocess
 import threading
-import zlib
 
-import lz4.block
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,28 +20,11 @@ from cryptography.x509.oid import NameOID
 
 from sls_beam.emulator import Emulator
 
-PROJECT = "test-project"
-LOGSTORE = "test-logstore"
-
 
 @pytest.fixture
 def emulator():
     with Emulator() as running:
         yield running
-
-
-def decode_body(body: bytes, headers) -> dict:
-    """Decode a request body the way the service does, independently of sls_beam.wire."""
-    raw_size = int(headers["x-log-bodyrawsize"])
-    kind = headers.get("x-log-compresstype")
-    if kind == "lz4":
-        raw = lz4.block.decompress(body, uncompressed_size=raw_size)
-    elif kind == "deflate":
-        raw = zlib.decompress(body)
-    else:
-        raw = body
-    assert len(raw) == raw_size
-    return json.loads(raw.decode("utf-8"))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,7 @@
-"""The benchmarks still run and count what they claim: exact log counts, every row, every ratio."""
+"""The benchmarks still run and count what they claim: every row, every ratio (each row
+asserts, inside the benchmark, that the emulator received exactly the logs it made).
+
+Run as a command, as users run it: tests never import ``benchmarks/``."""
 
 from __future__ import annotations
 
@@ -7,20 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import apache_beam as beam
-from apache_beam.testing.util import assert_that, equal_to
-
-from benchmarks.common import generated_logs
-
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_generated_logs_are_as_many_as_asked_and_all_different():
-    for count, per_seed in ((2_000, 10_000), (25_000, 10_000)):
-        with beam.Pipeline(runner="FnApiRunner") as p:
-            messages = generated_logs(p, count, per_seed) | beam.Map(lambda log: log["message"])
-            distinct = messages | beam.Distinct() | beam.combiners.Count.Globally()
-            assert_that(distinct, equal_to([count]))
 
 
 def test_the_throughput_benchmark_runs_every_scenario(tmp_path):

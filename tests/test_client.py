@@ -7,11 +7,12 @@ import re
 
 import pytest
 
-from sls_beam.client import WebTrackingClient, resolve_target
-from sls_beam.errors import SLSError
+from sls_beam.client import WebTrackingClient
+from sls_beam.endpoints import resolve_target
+from sls_beam.errors import InvalidLogError, SLSError
 from sls_beam.retry import RetryPolicy
 from sls_beam.wire import LogGroup
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 FAST = RetryPolicy(max_attempts=4, backoff_base_secs=0.001, quota_backoff_base_secs=0.002)
 
@@ -223,16 +224,26 @@ def test_connection_refused_is_a_typed_error():
     )
 
 
-def test_errors_pickle_with_every_field():
-    error = SLSError(503, "ServerBusy", "m" * 1000, "RID", 3)
+@pytest.mark.parametrize(
+    "error",
+    [
+        SLSError(503, "ServerBusy", "m" * 1000, "RID", 3, 1.5),  # an excerpted message
+        SLSError(None, "RequestTimeout", "no answer in time"),
+        SLSError(401, "Unauthorized", "denied", "RID", 1),  # a message with a hint
+        InvalidLogError("user id", "keys must be at most 128 UTF-8 bytes"),
+        InvalidLogError(None, "a log must have at least one field"),
+        InvalidLogError(7, "keys must be str, not int"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_errors_pickle_exactly(error):
+    """Runners move exceptions between processes: every field and the message survive."""
     copy = pickle.loads(pickle.dumps(error))
-    assert (copy.status, copy.error_code, copy.request_id, copy.attempts) == (
-        503,
-        "ServerBusy",
-        "RID",
-        3,
-    )
-    assert len(copy.error_message) < 250  # server text is truncated
+    assert type(copy) is type(error)
+    assert vars(copy) == vars(error) and vars(copy)
+    assert str(copy) == str(error) and copy.args == error.args
+    if isinstance(error, SLSError):
+        assert len(copy.error_message) < 250  # server text is truncated once
 
 
 def test_client_and_emulator_load_without_beam():

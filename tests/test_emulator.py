@@ -21,7 +21,7 @@ import requests
 
 from sls_beam.emulator import Emulator, FaultPlan, data_file
 from sls_beam.emulator.protocol import LogChecker, Rejection, parse_body
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 BODY = {
     "__topic__": "t",

@@ -23,7 +23,7 @@ from sls_beam.emulator import Emulator, data_file
 from sls_beam.emulator.store import MAX_OPEN_FILES
 from sls_beam.retry import RetryPolicy
 from sls_beam.wire import LogEncoder, LogGroup, encode_request
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 HEADERS = {"Host": f"{PROJECT}.h", "x-log-apiversion": "0.6.0"}
 

@@ -19,7 +19,7 @@ from sls_beam.errors import SLSError
 from sls_beam.retry import RetryPolicy
 from sls_beam.transport import MAX_ANSWER_BYTES
 from sls_beam.wire import LogEncoder, LogGroup, encode_request
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 from tests.hostile import HostileServer, answer, endless, trickle
 
 NO_WAIT = RetryPolicy(max_attempts=2, backoff_base_secs=0, quota_backoff_base_secs=0)

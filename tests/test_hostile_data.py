@@ -23,7 +23,7 @@ from sls_beam.memo import Memo
 from sls_beam.preparing import LogPreparer
 from sls_beam.wire import BatchLimits, LogEncoder, LogGroup
 from tests.beam_helpers import FakeClock, run
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 from tests.odd_values import MUST_FAIL, odd_element, raising_topic
 
 COUNT = 40
@@ -141,17 +141,20 @@ def test_many_groups_keep_memory_bounded_and_eviction_cheap():
     groups it was ~188 MiB), and closing a batch to make room does not scan
     every open group (that took 25-38 ms a log)."""
     config = SLSWriteConfig(
-        "http://127.0.0.1:1", PROJECT, LOGSTORE, topic=topic_of_element, max_buffered_bytes=4 << 20
+        endpoint="http://127.0.0.1:1",
+        project=PROJECT,
+        logstore=LOGSTORE,
+        topic=topic_of_element,
+        max_buffered_bytes=4 << 20,
     )
-    preparer = LogPreparer(config)
-    batcher = KeyedBatcher(BatchLimits(), config.max_buffered_bytes)
+    batcher = KeyedBatcher(LogPreparer(config), BatchLimits(), config.max_buffered_bytes)
     closed = 0
     tracemalloc.start()
     started = time.monotonic()
     try:
         for n in range(100_000):
-            group, data = preparer.prepare({"n": n, "msg": "hello"})
-            closed += len(batcher.add(group, data, None))
+            added = batcher.add({"n": n, "msg": "hello"}, None)
+            closed += len(added.batches) if added else 0
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

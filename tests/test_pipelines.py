@@ -13,7 +13,7 @@ import time
 import pytest
 
 from pipelines import files_to_sls
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 SAMPLE = os.path.join(os.path.dirname(files_to_sls.__file__), "sample", "app-logs.jsonl")
 

@@ -22,7 +22,7 @@ import pytest
 
 from pipelines import files_to_sls
 from sls_beam import WriteToSLS
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "pipelines", "sample", "app-logs.jsonl")

@@ -21,7 +21,7 @@ from sls_beam import WriteToSLS
 from sls_beam.errors import InvalidLogError
 from sls_beam.wire import LogEncoder
 from tests.beam_helpers import Collect, run
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 SURROGATE = "\ud800"
 

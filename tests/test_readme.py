@@ -11,6 +11,7 @@ the emulator's address, and the block must deliver logs to it. Marks (see
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shlex
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from sls_beam import WriteToSLS
 from sls_beam.emulator import Emulator
 from tests.readme import README, Block, blocks, setup_commands
 
@@ -175,6 +177,40 @@ def test_pubsub_block_streams_logs_as_they_come(block, folder, emulator, pubsub_
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def readme_default(cell: str):
+    """A default as the README's options table writes it, as a Python value."""
+    cell = cell.strip()
+    words = {"—": inspect.Parameter.empty, "none": None, "`True`": True, '`""`': ""}
+    if cell in words:
+        return words[cell]
+    if cell.endswith(" MiB"):
+        return int(cell[:-4]) * 1024 * 1024
+    if cell.startswith("`") and cell.endswith("`"):
+        return cell.strip("`")
+    return float(cell)
+
+
+def test_the_options_table_shows_the_defaults_the_code_names():
+    parameters = inspect.signature(WriteToSLS.__init__).parameters
+    rows = re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \| ([^|]+) \|", README.read_text(), re.M)
+    shown = {}
+    for names, defaults in rows:
+        names = [n.strip("`") for n in names.split(", ")]
+        if not set(names) <= set(parameters):
+            continue  # another table
+        values = (
+            defaults.split(", ") if len(names) > 1 and "," in defaults else [defaults] * len(names)
+        )
+        shown.update(zip(names, values, strict=True))
+    assert set(shown) == set(parameters) - {"self"}
+    for name, cell in shown.items():
+        default = parameters[name].default
+        if callable(default) and default is not inspect.Parameter.empty:
+            assert cell.strip("` ") == f"{default.__module__}.{default.__name__}", name
+        else:
+            assert readme_default(cell) == default, (name, cell, default)
 
 
 def test_only_marked_blocks_are_left_out():

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from benchmarks.common import generated_logs
-from benchmarks.memory import measure_in_subprocess
 from sls_beam import WriteToSLS
-from sls_beam.batching import KeyedBatcher
 from sls_beam.emulator import Emulator, FaultPlan
-from sls_beam.wire import BatchLimits, LogGroup
-from tests.beam_helpers import run
-from tests.conftest import LOGSTORE, PROJECT
+from tests.beam_helpers import generated_logs, run
+from tests.helpers import LOGSTORE, PROJECT
 
+ROOT = Path(__file__).resolve().parent.parent
 SOAK_LOGS = 100_000
 SOAK_FAULTS = {"500": 0.04, "502": 0.03, "503": 0.03, "quota": 0.05, "drop": 0.02, "slow": 0.02}
 
@@ -110,25 +111,13 @@ def test_in_flight_requests_are_capped_against_a_slow_server():
     assert stats["max_concurrent_requests"] == 3
 
 
-def test_buffered_bytes_are_capped_however_many_groups():
-    batcher = KeyedBatcher(BatchLimits(max_bytes=100_000), max_buffered_bytes=50_000)
-    log = b'{"m":"' + b"x" * 90 + b'"}'
-    closed = []
-    for i in range(20_000):
-        closed += batcher.add(LogGroup(topic=f"t{i % 1000}"), log, i)
-        assert batcher.buffered_bytes <= 50_000
-    closed += batcher.drain()
-    assert sum(len(b.logs) for b in closed) == 20_000
-    assert batcher.buffered_bytes == 0
-
-
 @pytest.mark.parametrize("latency_ms", [0, 100])
 def test_memory_is_flat_in_the_number_of_logs(latency_ms):
     """RSS growth during a run of 300k logs stays within 40 MB of that for 50k (a leak
     of even ~150 bytes per log would add 37 MB), with a fast server and a slow one."""
 
     def peak(logs):
-        figures = measure_in_subprocess(logs, latency_ms, 1000, timeout_secs=300)
+        figures = memory_benchmark(logs, latency_ms, max_batch_logs=1000)
         assert figures["received"] == logs
         return figures["growth_mb"]
 
@@ -158,3 +147,14 @@ def test_emulator_listens_on_loopback_by_default():
     with Emulator() as emulator:
         assert emulator.endpoint.startswith("http://127.0.0.1:")
         assert emulator._server.server_address[0] == "127.0.0.1"
+
+
+def memory_benchmark(logs: int, latency_ms: float, max_batch_logs: int) -> dict:
+    """The memory benchmark's figures (``python -m benchmarks.memory``), run in a fresh
+    interpreter so that nothing else is in its memory."""
+    command = [sys.executable, "-m", "benchmarks.memory", "--logs", str(logs)]
+    command += ["--latency-ms", str(latency_ms), "--max-batch-logs", str(max_batch_logs)]
+    done = subprocess.run(
+        command, cwd=ROOT, check=True, capture_output=True, text=True, timeout=300
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])

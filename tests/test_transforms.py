@@ -16,9 +16,8 @@ from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
 from sls_beam import FailedLog, WriteToSLS, WrittenRequest
 from sls_beam.emulator import Emulator
-from sls_beam.wire import LogEncoder
 from tests.beam_helpers import FakeClock, requests_by_id, run
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 
 def sink(emulator, **kwargs):
@@ -370,15 +369,19 @@ def test_pickles_and_runs_in_worker_processes(emulator):
     assert metrics["logs_written"] == 2000
 
 
-def test_construction_errors_name_the_option(emulator):
-    with pytest.raises(ValueError, match="compression"):
+def test_construction_errors_name_the_option_and_the_bad_value(emulator):
+    with pytest.raises(ValueError, match="compression must be one of .*, not 'gzip'"):
         sink(emulator, compression="gzip")
-    with pytest.raises(ValueError, match="max_batch_logs"):
+    with pytest.raises(ValueError, match="max_batch_logs must be within 1..4096, not 5000"):
         sink(emulator, max_batch_logs=5000)
-    with pytest.raises(ValueError, match="project"):
+    with pytest.raises(ValueError, match="project 'Bad Project'"):
         WriteToSLS(emulator.endpoint, "Bad Project", LOGSTORE)
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="mode must be one of .*, not 'fast'"):
         sink(emulator, mode="fast")
+    with pytest.raises(ValueError, match="max_in_flight must be at least 1, not 0"):
+        sink(emulator, max_in_flight=0)
+    with pytest.raises(TypeError):  # options are keyword-only: no silent swap of two floats
+        WriteToSLS(emulator.endpoint, PROJECT, LOGSTORE, "topic")
     with pytest.raises(ValueError, match="event_time_key"):
         sink(emulator, event_time_key="__topic__")
     with pytest.raises(Exception, match="topic"):
@@ -399,22 +402,12 @@ def test_failed_log_is_a_plain_record():
 
 
 @pytest.mark.parametrize("max_batch_bytes", [4000, 20_000])
-def test_bulk_encoded_batches_match_the_per_log_path(emulator, monkeypatch, max_batch_bytes):
-    # After the first batch has taught the encoder the keys, later batches of plain dicts are
-    # checked and encoded in bulk; a batch holding an odd log, or too large for one request,
-    # goes log by log.
+def test_batches_of_plain_and_odd_logs_are_delivered_within_limits(emulator, max_batch_bytes):
+    # Plain dicts ride the bulk lane (tests/test_batching.py shows which batches); a batch
+    # holding an odd log, or too large for one request, goes log by log.
     logs = [{"i": str(i), "msg": "m" * (i % 50)} for i in range(1000)]
     logs[650] = {"i": "650", "msg": b"\xff"}  # invalid UTF-8 bytes, in the 7th batch
     logs[820] = {"i": "820", "msg": 7}  # not a str: stringified on the per-log path
-    bulk_batches = []
-    encode_many = LogEncoder.encode_many
-
-    def counting(self, batch):
-        encoded = encode_many(self, batch)
-        bulk_batches.append(encoded is not None)
-        return encoded
-
-    monkeypatch.setattr(LogEncoder, "encode_many", counting)  # the in-process runner sees it
 
     def build(p):
         result = (
@@ -425,7 +418,6 @@ def test_bulk_encoded_batches_match_the_per_log_path(emulator, monkeypatch, max_
         assert_that(result.failed | beam.Map(lambda f: f.log["i"]), equal_to(["650"]))
 
     run(build)
-    assert bulk_batches == [False] + [True] * 5 + [False, True, False, True]
     stored = {log.contents["i"]: log.contents["msg"] for log in emulator.logs()}
     assert len(stored) == 999 and "650" not in stored
     assert stored["820"] == "7" and stored["49"] == "m" * 49
@@ -436,17 +428,12 @@ def test_bulk_encoded_batches_match_the_per_log_path(emulator, monkeypatch, max_
     assert emulator.stats()["rejections"] == {}
 
 
-def test_bulk_encoded_batch_refused_by_the_service_is_split(monkeypatch):
+def test_a_batch_the_service_refuses_is_split_until_the_bad_logs_stand_alone():
     # "user.id" passes the connector, so once known it rides in bulk-encoded batches; a
     # strict-key service refuses such a batch, which is then split log by log.
     logs = [{"i": str(i)} for i in range(150)]
     logs[10] = {"i": "10", "user.id": "u"}  # first batch: teaches the encoder the key
     logs[120] = {"i": "120", "user.id": "u"}  # third batch: encoded in bulk, then refused
-    bulk = []
-    encode_many = LogEncoder.encode_many
-    monkeypatch.setattr(
-        LogEncoder, "encode_many", lambda self, b: bulk.append(encode_many(self, b)) or bulk[-1]
-    )
     with Emulator(strict_keys=True) as emulator:
 
         def build(p):
@@ -458,6 +445,5 @@ def test_bulk_encoded_batch_refused_by_the_service_is_split(monkeypatch):
 
         _, metrics = run(build)
         delivered = sorted(int(log.contents["i"]) for log in emulator.logs())
-    assert [b is not None for b in bulk] == [False, True, True]
     assert delivered == [i for i in range(150) if i not in (10, 120)]
     assert metrics["split_batches"] >= 2

@@ -18,7 +18,7 @@ from sls_beam.client import WebTrackingClient
 from sls_beam.errors import SLSError
 from sls_beam.retry import RetryPolicy
 from sls_beam.wire import LogEncoder, LogGroup, encode_request
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 ONCE = RetryPolicy(max_attempts=1)
 

@@ -18,7 +18,7 @@ from sls_beam.wire import (
     encode_request,
     split_into_requests,
 )
-from tests.conftest import decode_body
+from tests.helpers import decode_body
 
 
 def encoded(log, **kwargs):
@@ -182,10 +182,9 @@ def test_unknown_compression_is_refused():
 
 def test_split_respects_both_limits_and_keeps_order():
     group = LogGroup.of("t")
-    overhead = group.overhead_bytes()
     logs = [json.dumps({"i": str(i), "pad": "x" * (i % 97)}).encode() for i in range(3000)]
     limits = BatchLimits(max_logs=100, max_bytes=4000)
-    chunks = split_into_requests(logs, limits, overhead)
+    chunks = split_into_requests(logs, limits, group)
     assert [log for chunk in chunks for log in chunk] == logs
     for chunk in chunks:
         request = encode_request(group, chunk, "none")
@@ -193,7 +192,8 @@ def test_split_respects_both_limits_and_keeps_order():
         assert request.raw_size <= 4000
     # Greedy: each chunk was closed only because the next log did not fit.
     for chunk, following in zip(chunks, chunks[1:], strict=False):
-        assert not limits.fits(len(chunk), sum(map(len, chunk)), len(following[0]), overhead)
+        room = limits.room(group)
+        assert not limits.fits(len(chunk), sum(map(len, chunk)), len(following[0]), room)
 
 
 def test_limits_cannot_exceed_the_service():

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import files_to_sls
 from sls_beam.emulator import Emulator
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 yaml_main = pytest.importorskip("apache_beam.yaml.main", reason="needs apache-beam[yaml]")
 EXAMPLE = os.path.join(os.path.dirname(files_to_sls.__file__), "write_to_sls.yaml")

@@ -1,4 +1,8 @@
-"""Keeping up to N requests in flight, to hide network latency behind batching."""
+"""The in-flight queue: batches compressed, written and answered, several at once.
+
+Apart from Beam's outputs and metrics (``outputs.py``), so that it can be
+tested with batches and a client alone.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +71,7 @@ class InFlightSender:
     def submit(self, batch: Batch) -> None:
         """Start sending ``batch``; call :meth:`completed` to bound what is in flight."""
         encoding = self._compressor.submit(
-            encode_joined, batch.group, batch.joined_logs(), batch.count, self._compression
+            encode_joined, batch.group, batch.joined, batch.count, self._compression
         )
         self._queue.append(_Request(batch, encoding))
 

@@ -11,13 +11,13 @@ import pytest
 from sls_beam.batching import Batch
 from sls_beam.client import WebTrackingClient
 from sls_beam.emulator import Emulator, FaultPlan
-from sls_beam.sending import InFlightSender
+from sls_beam.inflight import InFlightSender
 from sls_beam.wire import LogGroup
-from tests.conftest import LOGSTORE, PROJECT
+from tests.helpers import LOGSTORE, PROJECT
 
 
 def batch_of(topic: str, logs: list[bytes]) -> Batch:
-    return Batch(LogGroup(topic=topic), list(logs), nbytes=sum(map(len, logs)))
+    return Batch.of(LogGroup(topic=topic), list(logs), list(range(len(logs))))
 
 
 @contextmanager

@@ -1,0 +1,130 @@
+"""The batcher and the Batch value on their own: no HTTP, no pipeline."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from apache_beam.transforms.window import GlobalWindows, IntervalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from sls_beam.batching import Batch, KeyedBatcher, SentLogs
+from sls_beam.config import SLSWriteConfig
+from sls_beam.preparing import LogPreparer
+from sls_beam.wire import BatchLimits, LogGroup
+from tests.helpers import LOGSTORE, PROJECT
+
+GLOBAL = GlobalWindows.windowed_value(None)
+
+
+def preparer(**options) -> LogPreparer:
+    config = SLSWriteConfig(
+        endpoint="http://127.0.0.1:1", project=PROJECT, logstore=LOGSTORE, **options
+    )
+    return LogPreparer(config)
+
+
+def topic_of(log):
+    return log["t"]
+
+
+def batches_of(batcher: KeyedBatcher, elements, windowed=False) -> tuple[list[Batch], list]:
+    batches, invalid = [], []
+    for element in elements:
+        origin = WindowedValue(element, 0, [IntervalWindow(0, 10)]) if windowed else element
+        added = batcher.add(element, origin)
+        if added:
+            batches += added.batches
+            invalid += added.invalid
+    drained = batcher.drain()
+    return batches + drained.batches, invalid + drained.invalid
+
+
+def sent(batch: Batch) -> list[dict]:
+    """The logs of a batch as the request carries them."""
+    return orjson.loads(b"[" + batch.joined + b"]")
+
+
+def test_a_batch_is_closed_before_a_log_that_would_overflow_it():
+    limits = BatchLimits(max_logs=4096, max_bytes=2000)
+    batcher = KeyedBatcher(preparer(topic=topic_of), limits, 1 << 20)
+    logs = [{"t": "a", "i": i, "pad": "x" * (i % 300)} for i in range(400)]
+    batches, invalid = batches_of(batcher, logs)
+    assert invalid == []
+    assert all(sent(b) for b in batches)  # each is valid JSON
+    for batch in batches:
+        assert len(batch.group.body_prefix()) + len(batch.joined) + 2 <= 2000
+    assert sum(b.count for b in batches) == 400
+    # greedy: a batch closed only because the next log did not fit
+    for batch, following in zip(batches, batches[1:], strict=False):
+        room = limits.room(batch.group)
+        assert not limits.fits(
+            batch.count, len(batch.joined) - batch.count + 1, len(following.logs[0]), room
+        )
+
+
+def test_a_full_batch_closes_at_once_and_groups_never_mix():
+    batcher = KeyedBatcher(preparer(topic=topic_of), BatchLimits(max_logs=10), 1 << 20)
+    logs = [{"t": f"g{i % 3}", "i": i} for i in range(95)]
+    batches, _ = batches_of(batcher, logs)
+    assert all(b.count <= 10 for b in batches)
+    for batch in batches:
+        assert {int(log["i"]) % 3 for log in sent(batch)} == {int(batch.group.topic[1:])}
+    assert sorted(o["i"] for b in batches for o in b.origins) == list(range(95))
+
+
+def test_buffered_bytes_are_capped_however_many_groups():
+    batcher = KeyedBatcher(preparer(topic=topic_of), BatchLimits(max_bytes=100_000), 50_000)
+    for i in range(20_000):
+        batcher.add({"t": f"t{i % 1000}", "m": "x" * 90}, i)
+        assert batcher.buffered_bytes <= 50_000
+    assert sum(b.count for b in batcher.drain().batches) > 0
+    assert batcher.buffered_bytes == 0
+
+
+def test_plain_logs_of_a_constant_group_ride_the_bulk_lane():
+    batcher = KeyedBatcher(preparer(topic="app"), BatchLimits(max_logs=100), 1 << 20, GLOBAL)
+    logs = [{"i": str(i), "msg": "m" * (i % 50)} for i in range(1000)]
+    logs[650] = {"i": "650", "msg": b"\xff"}  # invalid UTF-8 bytes, in the 7th batch
+    logs[820] = {"i": "820", "msg": 7}  # not a str: stringified on the per-log path
+    batches, invalid = batches_of(batcher, logs)
+    # The first batch teaches the encoder the keys (per log); later plain batches go in
+    # bulk (no per-log bytes kept), and a batch holding an odd log goes log by log.
+    bulk = [b.logs is None for b in batches]
+    assert bulk[0] is False and bulk[1:6] == [True] * 5 and bulk.count(False) >= 3
+    assert [(e["i"], err.key) for e, _, err in invalid] == [("650", "msg")]
+    logs_sent = [log for b in batches for log in sent(b)]
+    assert len(logs_sent) == 999 and {"i": "820", "msg": "7"} in logs_sent
+
+
+def test_windowed_input_keeps_the_lane_closed_and_each_window():
+    batcher = KeyedBatcher(preparer(topic="app"), BatchLimits(max_logs=100), 1 << 20)
+    batches, _ = batches_of(batcher, [{"i": str(i)} for i in range(300)], windowed=True)
+    assert all(b.logs is not None for b in batches)
+    reported = batches[0].in_window(3, "failed")
+    assert (reported.value, list(reported.windows)) == ("failed", [IntervalWindow(0, 10)])
+    assert batches[0].element(3) == {"i": "3"}
+
+
+def test_halves_are_new_batches_and_the_batch_is_unchanged():
+    batcher = KeyedBatcher(preparer(topic="app"), BatchLimits(max_logs=8), 1 << 20, GLOBAL)
+    for _ in range(2):  # the second round is encoded in bulk
+        batches, _ = batches_of(batcher, [{"i": str(i)} for i in range(8)])
+    [batch] = batches
+    assert batch.logs is None
+    joined = batch.joined
+    first, second = batch.halves()
+    assert batch.joined == joined and batch.count == 8  # immutable
+    assert (first.count, second.count) == (4, 4)
+    assert b",".join((first.joined, second.joined)) == joined
+    assert second.element(0) == {"i": "4"}
+    with pytest.raises(AttributeError):
+        batch.joined = b""  # frozen
+
+
+def test_logs_buffered_in_state_are_reported_as_sent():
+    logs = [b'{"a":"1"}', b'{"b":"2"}']
+    window = WindowedValue(None, 5, [IntervalWindow(0, 10)])
+    batch = Batch.of(LogGroup.of("t"), logs, SentLogs(logs), window)
+    assert batch.element(1) == {"b": "2"}
+    assert batch.in_window(1, "x").timestamp == window.timestamp
+    assert batch.halves()[1].element(0) == {"b": "2"}
