@@ -337,6 +337,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         if self.close_connection:
             self.send_header("Connection", "close")
+        # The body is done with: its share of the budget is free before the client
+        # hears the answer (and may send the next body at once).
+        self.server.budget.release(self._reserved)
+        self._reserved = 0
         self.end_headers()
         self.wfile.write(body)
 
