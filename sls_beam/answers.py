@@ -40,17 +40,19 @@ def no_answer(error: requests.RequestException) -> Attempt:
     return Attempt(None, "RequestError", f"{type(error).__name__}: {error}", None)
 
 
+_UNTRUSTED = "the server's TLS certificate is not trusted (pass verify= a CA bundle)"
+_NOT_TLS = "the server does not speak TLS (for a plain-HTTP server write http://…)"
+
+
 def _final_tls_problem(error: BaseException) -> str | None:
     """What is wrong, when a TLS failure would fail the same way again; else None."""
     seen = 0
     while error is not None and seen < 16:  # the cause chain, bounded
-        if isinstance(error, (ssl.SSLCertVerificationError, ssl.CertificateError)):
-            return "the server's TLS certificate is not trusted (pass verify= a CA bundle)"
         text = str(error)
-        if "CERTIFICATE_VERIFY_FAILED" in text:
-            return "the server's TLS certificate is not trusted (pass verify= a CA bundle)"
+        if isinstance(error, ssl.CertificateError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            return _UNTRUSTED
         if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
-            return "the server does not speak TLS (for a plain-HTTP server write http://…)"
+            return _NOT_TLS
         error = error.__cause__ or error.__context__
         seen += 1
     return None
