@@ -274,19 +274,11 @@ class LogEncoder:
         Raises:
           InvalidLogError: naming the key and the rule, if the log breaks one.
         """
-        if log.__class__ is dict and not self.event_time_key and self._valid_keys.issuperset(log):
-            # The common case, kept to C-level work: known keys, short str values.
-            for value in log.values():
-                if value.__class__ is not str or len(value) > _SURELY_SHORT_CHARS:
-                    break
-            else:
-                if log:
-                    try:
-                        data = _kept(orjson.dumps(log))
-                    except orjson.JSONEncodeError:
-                        data = None  # a bad text or a str-subclass key: the slow path says
-                    if data is not None and len(data) <= self.max_log_bytes:
-                        return data
+        if log.__class__ is dict and log and not self.event_time_key:
+            if self._valid_keys.issuperset(log):
+                data = _encode_known(log)
+                if data is not None and len(data) <= self.max_log_bytes:
+                    return data
         return self._dump(self._normalise(log, event_time))
 
     def encode_many(self, logs: list[dict]) -> bytes | None:
@@ -376,6 +368,50 @@ class LogEncoder:
                 f"value is {utf8_len(text)} UTF-8 bytes; the limit is {MAX_VALUE_BYTES} (1 MiB)",
             )
         return text
+
+
+def _encode_known(log: dict) -> bytes | None:
+    """The JSON of a log whose keys are all known valid, in few C-level steps; ``None``
+    sends the caller to the slow path, which applies (and names) every rule.
+
+    All-str logs go to orjson as they are. Values of the common exact types
+    are written by :data:`_QUICK_TEXT` in one comprehension (the same strings
+    as :func:`stringify`); anything else (another type, an int past 4300
+    digits, a text that is not UTF-8, a log so large a value might pass
+    1 MiB) takes the slow path.
+    """
+    try:
+        for value in log.values():
+            if value.__class__ is not str:
+                log = {
+                    k: v if v.__class__ is str else _QUICK_TEXT[v.__class__](v)
+                    for k, v in log.items()
+                }
+                break
+        data = orjson.dumps(log)
+    except (KeyError, ValueError, TypeError, orjson.JSONEncodeError):
+        return None
+    return _kept(data) if len(data) <= _SURELY_SHORT_CHARS else None
+
+
+def _float_text(value: float) -> str:
+    return repr(value) if math.isfinite(value) else _NON_FINITE.get(value, "NaN")
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+#: The string form of values of the common exact types, as :func:`stringify`
+#: writes them (the value rules), for the quick path.
+_QUICK_TEXT = {
+    int: str,
+    float: _float_text,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda value: "null",
+    dict: _json_text,
+    list: _json_text,
+}
 
 
 def _same_field(first: Any, second: str) -> InvalidLogError:

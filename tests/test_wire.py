@@ -7,6 +7,7 @@ import enum
 import json
 import math
 
+import orjson
 import pytest
 
 from sls_beam.errors import InvalidLogError
@@ -17,6 +18,7 @@ from sls_beam.wire import (
     LogGroup,
     encode_request,
     split_into_requests,
+    stringify,
 )
 from tests.helpers import decode_body
 
@@ -243,3 +245,20 @@ def test_str_subclasses_are_written_as_their_characters_by_both_paths(value):
     assert encoder.encode_many([{"level": value}, {"level": "x"}]) == (
         b'{"level":"info"},{"level":"x"}'
     )
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        {"ts": 1764144000.123, "status": 200, "ok": True, "retry": None, "msg": "served"},
+        {"user": {"id": 42, "tags": ["a", "b"]}, "items": [1, 2.5, None], "nan": float("nan")},
+        {"big": -(10**20), "inf": float("-inf"), "tiny": 1e-07, "e": 1e16, "é": "ü"},
+        {"only": "strings", "here": "x" * 1000},
+    ],
+)
+def test_the_quick_path_writes_what_the_rules_say(log):
+    """Logs of known keys take a quick path: it must give the bytes the value rules give."""
+    encoder = LogEncoder()
+    encoder.encode(log)  # learns the keys: the next encode takes the quick path
+    expected = orjson.dumps({key: stringify(key, value) for key, value in log.items()})
+    assert encoder.encode(log) == expected
