@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import apache_beam as beam
@@ -69,9 +69,9 @@ class LogPreparer:
         self._config = config
         self._encoder = LogEncoder(config.event_time_key, config.max_batch_bytes)
         self._limits = config.limits()
-        dynamic = any(map(callable, (config.topic, config.source, config.tags)))
+        self._called_options = any(map(callable, (config.topic, config.source, config.tags)))
         self._static_group = (
-            None if dynamic else LogGroup.of(config.topic, config.source, config.tags)
+            None if self._called_options else LogGroup.of(config.topic, config.source, config.tags)
         )
         # (topic, source, tag texts) → its group, validated once.
         self._groups = Memo(lambda key: LogGroup.of(key[0], key[1], dict(key[2])))
@@ -119,17 +119,23 @@ class LogPreparer:
 
     def _group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
         config = self._config
-        topic = _option_of(config.topic, element, "topic")
-        source = _option_of(config.source, element, "source")
-        tags = _option_of(config.tags, element, "tags")
+        topic, source, tags = config.topic, config.source, config.tags
+        if self._called_options:  # only the options given as callables are called
+            if callable(topic):
+                topic = _called(topic, element, "topic")
+            if callable(source):
+                source = _called(source, element, "source")
+            if callable(tags):
+                tags = _called(tags, element, "tags")
         if not _OWN_GROUP_FIELDS.isdisjoint(log):
-            topic = log.get("__topic__", topic)
-            source = log.get("__source__", source)
-            own_tags = log.get("__tags__", {})
-            if not isinstance(own_tags, Mapping):
-                raise InvalidLogError("__tags__", "a log's __tags__ must be a mapping")
-            tags = {**(tags or {}), **own_tags}
-            log = {k: v for k, v in log.items() if k not in _OWN_GROUP_FIELDS}
+            log = dict(log)  # a copy without the fields that set the group (C-level)
+            topic = log.pop("__topic__", topic)
+            source = log.pop("__source__", source)
+            own_tags = log.pop("__tags__", _NO_TAGS)
+            if own_tags is not _NO_TAGS:
+                if not isinstance(own_tags, Mapping):
+                    raise InvalidLogError("__tags__", "a log's __tags__ must be a mapping")
+                tags = {**(tags or {}), **own_tags}
         if tags is not None and not isinstance(tags, Mapping):
             raise InvalidLogError("__tags__", f"tags must be a mapping, not {type(tags).__name__}")
         if topic.__class__ is not str or source.__class__ is not str:
@@ -139,10 +145,12 @@ class LogPreparer:
         return self._groups[topic, source, _tag_texts(tags) if tags else ()], log
 
 
-def _option_of(option: Any, element: Any, name: str) -> Any:
-    """A topic, source or tags option for ``element``: the constant, or what the callable gives."""
-    if not callable(option):
-        return option
+_NO_TAGS = object()
+
+
+def _called(option: Callable[[Any], Any], element: Any, name: str) -> Any:
+    """What the topic, source or tags callable gives for ``element``; what it raises
+    becomes an InvalidLogError that names the option and the exception."""
     try:
         return option(element)
     except Exception as e:

@@ -79,3 +79,15 @@ def test_a_log_too_large_for_one_request_is_refused_with_the_room_it_had():
     assert room < 2000 < 2048
     with pytest.raises(InvalidLogError, match=f"at most {room} beside its topic"):
         preparer(topic="t" * 20, max_batch_bytes=2048).prepare({"m": "x" * 1992})
+
+
+def test_a_logs_own_tags_must_be_a_mapping():
+    with pytest.raises(InvalidLogError, match="__tags__ must be a mapping"):
+        preparer().prepare({"__tags__": None, "msg": "m"})
+
+
+def test_own_group_fields_leave_the_element_itself_untouched():
+    element = {"__source__": "host-1", "msg": "m"}
+    group, data = preparer().prepare(element)
+    assert (group.source, orjson.loads(data)) == ("host-1", {"msg": "m"})
+    assert element == {"__source__": "host-1", "msg": "m"}  # a failure reports it whole
