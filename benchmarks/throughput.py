@@ -40,7 +40,7 @@ from pathlib import Path
 import apache_beam as beam
 import requests
 
-from benchmarks.common import generated_logs, make_logs
+from benchmarks.common import generated_logs, make_logs, source_of
 from benchmarks.memory import measure_in_subprocess
 from sls_beam import WriteToSLS
 from sls_beam.wire import BatchLimits, LogEncoder, LogGroup, encode_request, split_into_requests
@@ -89,9 +89,9 @@ def median_rate(count: int, run_once: Callable[[], None], repeat: int) -> float:
     return statistics.median(count / timed(run_once) for _ in range(repeat))
 
 
-def run_pipeline(logs: int, sink: beam.PTransform | None) -> None:
+def run_pipeline(logs: int, sink: beam.PTransform | None, typed: bool = False) -> None:
     with beam.Pipeline(runner="FnApiRunner") as p:
-        generated = generated_logs(p, logs)
+        generated = generated_logs(p, logs, typed=typed)
         if sink is None:
             _ = generated | "Identity" >> beam.Map(lambda log: log)
         else:
@@ -144,6 +144,7 @@ class SinkScenario:
     sink_args: dict = field(default_factory=dict)
     latency_ms: float = 0.0
     trust_logs: bool = True
+    typed: bool = False  # typed logs (make_typed_logs) instead of string-only ones
 
 
 def sink_rows(
@@ -160,12 +161,12 @@ def sink_rows(
             stack.enter_context(emulator_process(s.latency_ms, s.trust_logs)) for s in scenarios
         ]
         for _ in range(repeat):
-            if floor_name:
-                rate = logs / timed(lambda: run_pipeline(logs, None))
+            if floor_name:  # on the same data as the rows
+                rate = logs / timed(lambda: run_pipeline(logs, None, scenarios[0].typed))
                 rates.setdefault(floor_name, []).append(rate)
             for scenario, endpoint in zip(scenarios, endpoints, strict=True):
                 sink = WriteToSLS(endpoint, PROJECT, LOGSTORE, **scenario.sink_args)
-                rate = logs / timed(lambda sink=sink: run_pipeline(logs, sink))
+                rate = logs / timed(lambda sink=sink, s=scenario: run_pipeline(logs, sink, s.typed))
                 rates.setdefault(scenario.name, []).append(rate)
         counted = [stats(endpoint) for endpoint in endpoints]
     rows = []
@@ -193,6 +194,9 @@ def sink_rows(
 #: Row names that the ratios are found by.
 FLOOR = "beam floor (identity Map)"
 BOUNDED = "WriteToSLS bounded, {}"
+TYPED_FLOOR = "beam floor, typed logs"
+TYPED = "WriteToSLS bounded, lz4, typed logs, constant source"
+TYPED_SOURCE = "WriteToSLS bounded, lz4, typed logs, source callable (host)"
 
 
 def main() -> None:
@@ -231,9 +235,18 @@ def main() -> None:
     for row in sink_rows(bounded_scenarios, args.logs, args.repeat, floor_name=FLOOR):
         show(row)
     floor = rate(FLOOR)
+    typed_scenarios = [
+        SinkScenario(TYPED, {"source": "app"}, typed=True),
+        SinkScenario(TYPED_SOURCE, {"source": source_of}, typed=True),
+    ]
+    for row in sink_rows(typed_scenarios, args.logs, args.repeat, floor_name=TYPED_FLOOR):
+        show(row)
+    typed_floor = rate(TYPED_FLOOR)
     if args.bounded_only:
         for scenario in bounded_scenarios:
             print(f"{scenario.name}: {rate(scenario.name) / floor:.2f}x the floor")
+        for scenario in typed_scenarios:
+            print(f"{scenario.name}: {rate(scenario.name) / typed_floor:.2f}x its floor")
         return
     streaming = SinkScenario("WriteToSLS streaming path (stateful), lz4", {"mode": "stateful"})
     for row in sink_rows([streaming], args.streaming_logs, args.repeat):
@@ -277,6 +290,8 @@ def main() -> None:
         "bounded_lz4_over_floor": round(bounded / floor, 2),
         "bounded_deflate_over_floor": round(rate(BOUNDED.format("deflate")) / floor, 2),
         "bounded_none_over_floor": round(rate(BOUNDED.format("none")) / floor, 2),
+        "typed_over_typed_floor": round(rate(TYPED) / typed_floor, 2),
+        "typed_source_callable_over_typed_floor": round(rate(TYPED_SOURCE) / typed_floor, 2),
         "bounded_lz4_over_naive": round(bounded / naive, 1),
         "bounded_lz4_over_encoder": round(bounded / encoder, 2),
         "in_flight_4_over_1_at_50ms": round(latency[4] / latency[1], 2),

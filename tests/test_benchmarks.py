@@ -29,7 +29,7 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
     figures = json.loads((tmp_path / "throughput.json").read_text())
     rows = {row["scenario"]: row for row in figures["scenarios"]}
-    assert len(rows) == 11
+    assert len(rows) == 14  # the typed rows (and their floor) included
     assert all(row["logs_per_sec"] > 0 for row in rows.values())
     assert rows["WriteToSLS bounded, deflate"]["compression_ratio"] > 1
     assert rows["WriteToSLS bounded, none"]["compression_ratio"] == 1.0
@@ -38,4 +38,5 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
         "bounded_lz4_over_naive",
         "bounded_lz4_over_encoder",
         "in_flight_4_over_1_at_50ms",
+        "typed_source_callable_over_typed_floor",
     }
