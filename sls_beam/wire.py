@@ -52,10 +52,13 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 import zlib
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 import lz4.block
@@ -281,26 +284,33 @@ class LogEncoder:
                     return data
         return self._dump(self._normalise(log, event_time))
 
-    def encode_many(self, logs: list[dict]) -> bytes | None:
+    def encode_many(self, logs: Sequence[dict]) -> bytes | None:
         """The logs' JSON objects joined by commas, when every log is a plain one;
         else ``None``.
 
         "Plain": a non-empty dict whose keys were all validated before and
-        whose values are all ``str``. The checks run over the whole list in C
-        (set and map operations) and one ``orjson`` call encodes the list, so
-        a batch of plain logs costs almost no Python work per log. ``None``
-        (nothing encoded) sends the caller to :meth:`encode`, log by log,
-        which names any broken rule.
+        whose values are of the common exact types (``str``, ``int``,
+        ``float``, ``bool``, ``None``, ``dict``, ``list``). The work runs a
+        column (one key over all logs) at a time in C: set and map operations
+        check the types, one ``orjson`` call writes a column of numbers (its
+        text split into the values), and one more writes the whole batch, so
+        a batch costs little Python work per log. The bytes are those
+        :meth:`encode` gives each log. ``None`` (nothing encoded) sends the
+        caller to :meth:`encode`, log by log, which names any broken rule.
         """
         if self.event_time_key or not all(logs):
             return None
-        if not self._valid_keys.issuperset(set().union(*logs)):
+        keys = set().union(*logs)
+        if not self._valid_keys.issuperset(keys):
             return None
         try:
-            # Every value a str (join refuses anything else), then one orjson call.
+            # Every value a str (join refuses anything else): orjson writes the logs as they are.
             "".join(chain.from_iterable(map(dict.values, logs)))
+        except TypeError:
+            return self._encode_typed(logs)
+        try:
             joined = orjson.dumps(logs)[1:-1]
-        except (TypeError, orjson.JSONEncodeError):
+        except orjson.JSONEncodeError:  # a lone surrogate: encode() names the field
             return None
         # No value and no log can be longer than all of them together.
         if (
@@ -311,6 +321,33 @@ class LogEncoder:
         if len(joined) > self.max_log_bytes and max(map(len, map(orjson.dumps, logs))) > (
             self.max_log_bytes
         ):
+            return None
+        return joined
+
+    def _encode_typed(self, logs: Sequence[dict]) -> bytes | None:
+        """:meth:`encode_many` for logs with values other than str: a column at a time."""
+        shapes = set(map(tuple, logs))
+        if len(shapes) == 1:  # the common case: one text, the columns interleaved
+            shape = shapes.pop()
+            columns = _column_texts(logs, shape)
+            if columns is None:
+                return None
+            joined = _interleaved(shape, columns).encode()
+            if len(joined) > self.max_log_bytes and (
+                max(map(utf8_len, _each_log(shape, columns))) > self.max_log_bytes
+            ):
+                return None
+            return joined
+        if len(shapes) > _MAX_SHAPES:
+            return None
+        texts = [""] * len(logs)
+        for shape, positions in _positions_by_shape(logs).items():
+            columns = _column_texts(list(map(logs.__getitem__, positions)), shape)
+            if columns is None:
+                return None
+            deque(map(texts.__setitem__, positions, _each_log(shape, columns)), maxlen=0)
+        joined = ",".join(texts).encode()
+        if len(joined) > self.max_log_bytes and max(map(utf8_len, texts)) > self.max_log_bytes:
             return None
         return joined
 
@@ -414,6 +451,105 @@ _QUICK_TEXT = {
 }
 
 
+#: Logs of more key orders than this in one batch are encoded log by log.
+_MAX_SHAPES = 16
+_NUMBERS = frozenset({int, float})
+_BOOL_TEXT = {True: "true", False: "false"}
+
+
+def _positions_by_shape(logs: Sequence[dict]) -> dict[tuple, list[int]]:
+    """Where the logs of each key order (a shape) are."""
+    positions: dict[tuple, list[int]] = {}
+    for index, shape in enumerate(map(tuple, logs)):
+        positions.setdefault(shape, []).append(index)
+    return positions
+
+
+def _column_texts(logs: Sequence[dict], keys: tuple[str, ...]) -> list[list[str]] | None:
+    """For each of ``keys`` (every log has them all), its values in all logs as the
+    contents of JSON strings; ``None``: a value is not of a quick type or may be
+    over 1 MiB (the per-log path names the rule it breaks)."""
+    columns = []
+    for key in keys:
+        column = _column_contents(list(map(itemgetter(key), logs)))
+        if column is None or max(map(len, column)) > _SURELY_SHORT_CHARS:
+            return None
+        columns.append(column)
+    return columns
+
+
+def _key_texts(keys: tuple[str, ...]) -> list[str]:
+    return [orjson.dumps(key).decode() for key in keys]
+
+
+def _interleaved(keys: tuple[str, ...], columns: list[list[str]]) -> str:
+    """The logs' JSON objects joined by commas, from their columns, in one C-level join."""
+    names = _key_texts(keys)
+    between_logs = '"},{' + names[0] + ':"'
+    separators = [f'","{name[1:]}:"' for name in names[1:]] + [between_logs]
+    pieces = []
+    for column, separator in zip(columns, separators, strict=True):
+        pieces += (column, repeat(separator))
+    text = "".join(chain.from_iterable(zip(*pieces, strict=False)))  # repeat() is endless
+    return "{" + names[0] + ':"' + text[: -len(between_logs)] + '"}'
+
+
+def _each_log(keys: tuple[str, ...], columns: list[list[str]]) -> list[str]:
+    """Each log's JSON object, from the columns."""
+    fields = ",".join(name.replace("%", "%%") + ':"%s"' for name in _key_texts(keys))
+    template = "{" + fields + "}"
+    return list(map(template.__mod__, zip(*columns, strict=True)))
+
+
+def _column_contents(column: list) -> list[str] | None:
+    """One column's values as the contents of JSON strings (escaped, without the
+    quotes), per the value rules."""
+    kinds = set(map(type, column))
+    if len(kinds) == 1:
+        kind = next(iter(kinds))
+        if kind is str:
+            return _json_string_contents(column)
+        if kind is bool:
+            return list(map(_BOOL_TEXT.__getitem__, column))
+        if kind is type(None):
+            return ["null"] * len(column)
+    if kinds <= _NUMBERS:
+        numbers = _numbers_as_repr(column)
+        if numbers is not None:
+            return numbers
+    try:
+        texts = [v if v.__class__ is str else _QUICK_TEXT[v.__class__](v) for v in column]
+    except (KeyError, ValueError, TypeError, orjson.JSONEncodeError):
+        return None
+    return _json_string_contents(texts)
+
+
+def _json_string_contents(texts: list) -> list[str] | None:
+    """Each text escaped as in a JSON string, without its quotes: one orjson call,
+    cut at ``","``, which can only stand between two strings (inside one, every
+    quote follows a backslash). ``None``: a text is not valid UTF-8."""
+    try:
+        return orjson.dumps(texts).decode()[2:-2].split('","')
+    except orjson.JSONEncodeError:
+        return None
+
+
+def _numbers_as_repr(column: list) -> list[str] | None:
+    """ints and floats written as ``str``/``repr`` write them, by one orjson call;
+    ``None`` where orjson writes otherwise: an exponent, a float under 1e-4
+    (``0.00001`` for ``1e-05``), NaN or an infinity (``null``), an int past 64 bits."""
+    try:
+        text = orjson.dumps(column).decode()[1:-1]
+    except orjson.JSONEncodeError:
+        return None
+    if "e" in text or "n" in text or "0.0000" in text and _TINY.search(text):
+        return None
+    return text.split(",")
+
+
+_TINY = re.compile(r"(?:^|,)-?0\.0000")
+
+
 def _same_field(first: Any, second: str) -> InvalidLogError:
     return InvalidLogError(
         second,
@@ -432,9 +568,11 @@ def _kept(data: bytes) -> bytes:
     return bytes(memoryview(data))
 
 
-def encode_plain(log: dict[str, str]) -> bytes:
-    """The JSON of one log already found plain by :meth:`LogEncoder.encode_many`."""
-    return _kept(orjson.dumps(log))
+def encode_plain(log: dict) -> bytes:
+    """The JSON of one log already found plain by :meth:`LogEncoder.encode_many`
+    (the same bytes that call gave it)."""
+    data = _encode_known(log)
+    return data if data is not None else LogEncoder().encode(log)
 
 
 def not_a_mapping(log: Any) -> InvalidLogError:

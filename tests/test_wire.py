@@ -9,6 +9,8 @@ import math
 
 import orjson
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from sls_beam.errors import InvalidLogError
 from sls_beam.wire import (
@@ -212,11 +214,13 @@ def test_encode_many_takes_only_plain_logs_with_known_keys():
     [encoder.encode(log) for log in plain]
     assert encoder.encode_many(plain) == b",".join(encoder.encode(log) for log in plain)
     for odd in (
-        [{"a": 1}],
         [{}],
         [{"a": "\ud800"}],
+        [{"a": 1, "b": "\udfff"}],  # a typed batch with a lone surrogate
         [{"c": "new key"}],
+        [{"a": b"bytes"}],  # not one of the quick types
         [{"a": "x" * (1024 * 1024 + 1)}],  # over 1 MiB
+        [{"a": 1, "b": "x" * (1024 * 1024 + 1)}],
     ):
         assert encoder.encode_many(plain + odd) is None
     long_but_fine = [{"a": "é" * (400 * 1024)}]  # 800 KiB of UTF-8
@@ -226,7 +230,77 @@ def test_encode_many_takes_only_plain_logs_with_known_keys():
     [small.encode(log) for log in plain]
     assert small.encode_many(plain) == b'{"a":"1","b":"x"},{"a":"2"}'  # 27 > 20, each fits
     assert small.encode_many([*plain, {"a": "x" * 30}]) is None  # one log over the limit
+    assert small.encode_many([{"a": 1, "b": 2}] * 3) == b",".join([b'{"a":"1","b":"2"}'] * 3)
+    assert small.encode_many([{"a": 1, "b": 2}, {"a": 10**30}]) is None
     assert LogEncoder(event_time_key="t").encode_many(plain) is None
+
+
+#: Values whose string forms are easy to get wrong in bulk: floats where repr
+#: and orjson differ (exponents, under 1e-4, non-finite), ints past 64 bits,
+#: text that JSON escapes (quotes, backslashes, '","', control characters).
+TRICKY_VALUES = [
+    1e-4, 9.99e-5, 1e-5, -1.5e-7, 1e16, 1e15, 123456789012345.6, 0.0, -0.0, 5e-324,
+    float("nan"), float("inf"), 2**63, -(2**64), 10**30, True, False, None,
+    '","', 'a\\', '"', "\n\t\x00\x1f", "é中😀", "", "%s %%", "0.00001",
+    {"k": [1, 2.5, None, {"x": '"'}]}, [], {}, [float("nan")],
+]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(
+            st.sampled_from(["a", "b", "c%s", 'd"', "é"]),
+            st.one_of(
+                st.sampled_from(TRICKY_VALUES),
+                st.integers(),
+                st.floats(),
+                st.text(),
+                st.booleans(),
+                st.none(),
+                st.lists(st.integers(), max_size=3),
+            ),
+            min_size=1,
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_bulk_encoding_gives_the_bytes_of_the_per_log_path(logs):
+    """The bulk encoder must write, byte for byte, what encode() writes each log;
+    or decline (None) and leave the batch to encode()."""
+    encoder = LogEncoder()
+    try:
+        expected = b",".join(map(encoder.encode, logs))
+    except InvalidLogError:
+        assert encoder.encode_many(logs) is None
+        return
+    got = encoder.encode_many(logs)
+    if got is not None:
+        assert got == expected
+    if all(
+        type(v) in (int, float, bool, str, type(None), list) for log in logs for v in log.values()
+    ):
+        assume(all(-(2**63) <= v < 2**64 for log in logs for v in log.values() if type(v) is int))
+        assume(
+            not any(isinstance(v, str) and not _valid_utf8(v) for log in logs for v in log.values())
+        )
+        assert got is not None or len({tuple(log) for log in logs}) > 16
+
+
+def _valid_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def test_bulk_encoding_of_logs_of_several_key_orders_keeps_each_in_place():
+    encoder = LogEncoder()
+    logs = [{"a": i, "b": str(i)} if i % 3 else {"b": "x", "a": 1.5, "c": None} for i in range(20)]
+    [encoder.encode(log) for log in logs]
+    assert encoder.encode_many(logs) == b",".join(map(encoder.encode, logs))
 
 
 class Level(str, enum.Enum):
