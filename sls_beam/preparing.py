@@ -102,20 +102,49 @@ class LogPreparer:
         event_time = None
         if self._encoder.event_time_key and timestamp is not None and timestamp > MIN_TIMESTAMP:
             event_time = format_event_time(timestamp)
+        return group, self.encode_log(log, group, event_time)
+
+    def encode_log(
+        self, log: Mapping[str, Any], group: LogGroup, event_time: str | None = None
+    ) -> bytes:
+        """One log's JSON, if it fits a request of ``group``; raises InvalidLogError."""
         data = self._encoder.encode(log, event_time)
         room = self._limits.room(group)
         if len(data) > room:
             check_log_size(len(data), room)
-        return group, data
+        return data
 
     @property
-    def static_group(self) -> LogGroup | None:
-        """The group of every log, when topic, source and tags are constants."""
-        return self._static_group
+    def takes_bulk(self) -> bool:
+        """Whether logs may be encoded in bulk (:meth:`encode_many`): not when each
+        needs its own event time."""
+        return not self._encoder.event_time_key
+
+    def group_of(self, element: dict) -> tuple[LogGroup, dict]:
+        """The group of a ``dict`` element, and its content (without the fields that
+        set the group). Raises InvalidLogError, naming what user code raised."""
+        group = self._static_group
+        if (
+            group is not None
+            and "__topic__" not in element
+            and "__source__" not in element
+            and "__tags__" not in element
+        ):
+            return group, element
+        try:
+            return self._group_of(element, element)
+        except InvalidLogError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a topic/source/tags callable's own code
+            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
 
     def encode_many(self, logs: list[dict]) -> bytes | None:
-        """Plain logs of the static group, encoded in bulk (see LogEncoder.encode_many)."""
+        """Plain logs encoded in bulk (see LogEncoder.encode_many), or ``None``."""
         return self._encoder.encode_many(logs)
+
+    def encode_runs(self, runs: list[list[dict]]) -> list[bytes | None]:
+        """Runs of plain logs encoded in bulk (see LogEncoder.encode_runs)."""
+        return self._encoder.encode_runs(runs)
 
     def _group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
         config = self._config
@@ -146,6 +175,13 @@ class LogPreparer:
 
 
 _NO_TAGS = object()
+
+
+def log_content(element: Any) -> Any:
+    """A dict element without the fields that set its group: what is sent of it."""
+    if element.__class__ is dict and _OWN_GROUP_FIELDS.isdisjoint(element):
+        return element
+    return {key: value for key, value in element.items() if key not in _OWN_GROUP_FIELDS}
 
 
 def _called(option: Callable[[Any], Any], element: Any, name: str) -> Any:

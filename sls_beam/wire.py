@@ -57,7 +57,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import accumulate, chain, repeat
 from operator import itemgetter
 from typing import Any
 
@@ -237,11 +237,12 @@ class BatchLimits:
         between them, may take: the size rule's one home."""
         return self.max_bytes - group.overhead_bytes()
 
-    def fits(self, count: int, logs_bytes: int, log_size: int, room: int) -> bool:
-        """Whether one more log of ``log_size`` bytes fits beside ``count`` logs
-        of ``logs_bytes`` in all, within a group's :meth:`room`. Each log after
-        the first costs one more byte: the comma between logs."""
-        return count < self.max_logs and logs_bytes + count + log_size <= room
+    def fits(self, count: int, logs_bytes: int, size: int, room: int, logs: int = 1) -> bool:
+        """Whether ``logs`` more logs, ``size`` bytes joined by commas, fit beside
+        ``count`` logs of ``logs_bytes`` in all (without commas), within a
+        group's :meth:`room`. Each log after the first costs one more byte:
+        the comma before it."""
+        return count + logs <= self.max_logs and logs_bytes + count + size <= room
 
 
 class LogEncoder:
@@ -290,24 +291,47 @@ class LogEncoder:
 
         "Plain": a non-empty dict whose keys were all validated before and
         whose values are of the common exact types (``str``, ``int``,
-        ``float``, ``bool``, ``None``, ``dict``, ``list``). The work runs a
-        column (one key over all logs) at a time in C: set and map operations
-        check the types, one ``orjson`` call writes a column of numbers (its
-        text split into the values), and one more writes the whole batch, so
-        a batch costs little Python work per log. The bytes are those
-        :meth:`encode` gives each log. ``None`` (nothing encoded) sends the
-        caller to :meth:`encode`, log by log, which names any broken rule.
+        ``float``, ``bool``, ``None``, ``dict``, ``list``). All-str logs are
+        written by one ``orjson`` call. Others are written a column (one key
+        over all logs) at a time in C: set and map operations check the
+        types, one ``orjson`` call writes a column of numbers (its text split
+        into the values) or escapes a column of text, and one join
+        interleaves the columns; so a batch costs little Python work per log.
+        The bytes are those :meth:`encode` gives each log. ``None`` (nothing
+        encoded) sends the caller to :meth:`encode`, log by log, which names
+        any broken rule.
         """
+        return self.encode_runs([logs])[0]
+
+    def encode_runs(self, runs: Sequence[Sequence[dict]]) -> list[bytes | None]:
+        """:meth:`encode_many` of each run, with one pass over the columns of all
+        (runs of a few logs each, such as a bundle's logs per group, cost about
+        what one run of all of them does). A run that is not all plain is ``None``."""
+        logs = runs[0] if len(runs) == 1 else list(chain.from_iterable(runs))
         if self.event_time_key or not all(logs):
-            return None
-        keys = set().union(*logs)
-        if not self._valid_keys.issuperset(keys):
-            return None
+            return self._each_run(runs)
+        if not self._valid_keys.issuperset(set().union(*logs)):
+            return self._each_run(runs)
+        ends = list(accumulate(map(len, runs)))
         try:
             # Every value a str (join refuses anything else): orjson writes the logs as they are.
             "".join(chain.from_iterable(map(dict.values, logs)))
         except TypeError:
-            return self._encode_typed(logs)
+            encoded = self._typed_runs(logs, ends)
+        else:
+            encoded = list(map(self._text_run, runs))
+        if None in encoded and len(runs) > 1:
+            return self._each_run(runs)
+        return encoded
+
+    def _each_run(self, runs: Sequence[Sequence[dict]]) -> list[bytes | None]:
+        """Runs on their own, so that one that is not plain leaves the others in bulk."""
+        if len(runs) == 1:
+            return [None]
+        return [self.encode_runs([run])[0] for run in runs]
+
+    def _text_run(self, logs: Sequence[dict]) -> bytes | None:
+        """A run of logs whose values are all str (and keys known)."""
         try:
             joined = orjson.dumps(logs)[1:-1]
         except orjson.JSONEncodeError:  # a lone surrogate: encode() names the field
@@ -324,30 +348,43 @@ class LogEncoder:
             return None
         return joined
 
-    def _encode_typed(self, logs: Sequence[dict]) -> bytes | None:
-        """:meth:`encode_many` for logs with values other than str: a column at a time."""
+    def _typed_runs(self, logs: Sequence[dict], ends: list[int]) -> list[bytes | None]:
+        """Runs of logs with values other than str (the runs end at ``ends`` in ``logs``):
+        their columns made once, then each run's logs cut from them."""
         shapes = set(map(tuple, logs))
-        if len(shapes) == 1:  # the common case: one text, the columns interleaved
+        starts = [0, *ends[:-1]]
+        if len(shapes) == 1:  # the common case: each run one text, its columns interleaved
             shape = shapes.pop()
             columns = _column_texts(logs, shape)
             if columns is None:
-                return None
-            joined = _interleaved(shape, columns).encode()
-            if len(joined) > self.max_log_bytes and (
-                max(map(utf8_len, _each_log(shape, columns))) > self.max_log_bytes
-            ):
-                return None
-            return joined
+                return [None] * len(ends)
+            return [
+                self._sized(shape, [column[start:end] for column in columns])
+                for start, end in zip(starts, ends, strict=True)
+            ]
         if len(shapes) > _MAX_SHAPES:
-            return None
+            return [None] * len(ends)
         texts = [""] * len(logs)
         for shape, positions in _positions_by_shape(logs).items():
             columns = _column_texts(list(map(logs.__getitem__, positions)), shape)
             if columns is None:
-                return None
+                return [None] * len(ends)
             deque(map(texts.__setitem__, positions, _each_log(shape, columns)), maxlen=0)
-        joined = ",".join(texts).encode()
-        if len(joined) > self.max_log_bytes and max(map(utf8_len, texts)) > self.max_log_bytes:
+        encoded = []
+        for start, end in zip(starts, ends, strict=True):
+            joined = ",".join(texts[start:end]).encode()
+            too_large = len(joined) > self.max_log_bytes and (
+                max(map(utf8_len, texts[start:end])) > self.max_log_bytes
+            )
+            encoded.append(None if too_large else joined)
+        return encoded
+
+    def _sized(self, shape: tuple[str, ...], columns: list[list[str]]) -> bytes | None:
+        """The run of these columns, unless one of its logs is over ``max_log_bytes``."""
+        joined = _interleaved(shape, columns).encode()
+        if len(joined) > self.max_log_bytes and (
+            max(map(utf8_len, _each_log(shape, columns))) > self.max_log_bytes
+        ):
             return None
         return joined
 

@@ -44,9 +44,10 @@ def sent(batch: Batch) -> list[dict]:
     return orjson.loads(b"[" + batch.joined + b"]")
 
 
-def test_a_batch_is_closed_before_a_log_that_would_overflow_it():
+@pytest.mark.parametrize("window", [None, GLOBAL], ids=["per-log", "bulk"])
+def test_a_batch_is_closed_before_a_log_that_would_overflow_it(window):
     limits = BatchLimits(max_logs=4096, max_bytes=2000)
-    batcher = KeyedBatcher(preparer(topic=topic_of), limits, 1 << 20)
+    batcher = KeyedBatcher(preparer(topic=topic_of), limits, 1 << 20, window)
     logs = [{"t": "a", "i": i, "pad": "x" * (i % 300)} for i in range(400)]
     batches, invalid = batches_of(batcher, logs)
     assert invalid == []
@@ -58,12 +59,16 @@ def test_a_batch_is_closed_before_a_log_that_would_overflow_it():
     for batch, following in zip(batches, batches[1:], strict=False):
         room = limits.room(batch.group)
         assert not limits.fits(
-            batch.count, len(batch.joined) - batch.count + 1, len(following.logs[0]), room
+            batch.count,
+            len(batch.joined) - batch.count + 1,
+            len(orjson.dumps(sent(following)[0])),
+            room,
         )
 
 
-def test_a_full_batch_closes_at_once_and_groups_never_mix():
-    batcher = KeyedBatcher(preparer(topic=topic_of), BatchLimits(max_logs=10), 1 << 20)
+@pytest.mark.parametrize("window", [None, GLOBAL], ids=["per-log", "bulk"])
+def test_a_full_batch_closes_at_once_and_groups_never_mix(window):
+    batcher = KeyedBatcher(preparer(topic=topic_of), BatchLimits(max_logs=10), 1 << 20, window)
     logs = [{"t": f"g{i % 3}", "i": i} for i in range(95)]
     batches, _ = batches_of(batcher, logs)
     assert all(b.count <= 10 for b in batches)
@@ -72,10 +77,13 @@ def test_a_full_batch_closes_at_once_and_groups_never_mix():
     assert sorted(o["i"] for b in batches for o in b.origins) == list(range(95))
 
 
-def test_buffered_bytes_are_capped_however_many_groups():
-    batcher = KeyedBatcher(preparer(topic=topic_of), BatchLimits(max_bytes=100_000), 50_000)
+@pytest.mark.parametrize("window", [None, GLOBAL], ids=["per-log", "bulk"])
+def test_buffered_bytes_are_capped_however_many_groups(window):
+    limits = BatchLimits(max_bytes=100_000)
+    batcher = KeyedBatcher(preparer(topic=topic_of), limits, 50_000, window)
     for i in range(20_000):
-        batcher.add({"t": f"t{i % 1000}", "m": "x" * 90}, i)
+        log = {"t": f"t{i % 1000}", "m": "x" * 90}
+        batcher.add(log, log if window else i)
         assert batcher.buffered_bytes <= 50_000
     assert sum(b.count for b in batcher.drain().batches) > 0
     assert batcher.buffered_bytes == 0
@@ -85,15 +93,64 @@ def test_plain_logs_of_a_constant_group_ride_the_bulk_lane():
     batcher = KeyedBatcher(preparer(topic="app"), BatchLimits(max_logs=100), 1 << 20, GLOBAL)
     logs = [{"i": str(i), "msg": "m" * (i % 50)} for i in range(1000)]
     logs[650] = {"i": "650", "msg": b"\xff"}  # invalid UTF-8 bytes, in the 7th batch
-    logs[820] = {"i": "820", "msg": 7}  # not a str: stringified on the per-log path
+    logs[820] = {"i": "820", "msg": 7}  # an int: written "7" in bulk like any typed value
     batches, invalid = batches_of(batcher, logs)
-    # The first batch teaches the encoder the keys (per log); later plain batches go in
-    # bulk (no per-log bytes kept), and a batch holding an odd log goes log by log.
+    # The first run teaches the encoder the keys (per log); later runs go in bulk (no
+    # per-log bytes kept), and a run holding an odd log goes log by log.
     bulk = [b.logs is None for b in batches]
-    assert bulk[0] is False and bulk[1:6] == [True] * 5 and bulk.count(False) >= 3
+    assert bulk[0] is False and bulk[1:6] == [True] * 5 and bulk.count(False) == 2
     assert [(e["i"], err.key) for e, _, err in invalid] == [("650", "msg")]
     logs_sent = [log for b in batches for log in sent(b)]
     assert len(logs_sent) == 999 and {"i": "820", "msg": "7"} in logs_sent
+    assert [b.count for b in batches] == [100] * 9 + [99]  # full, in order
+
+
+class Line(dict):
+    """A log that knows where it was read (as pipelines.reading.LineLog)."""
+
+    __slots__ = ("line",)
+
+
+def line(number: int, **fields) -> Line:
+    log = Line(fields)
+    log.line = number
+    return log
+
+
+def test_per_element_groups_ride_the_bulk_lane_and_failures_report_the_element():
+    batcher = KeyedBatcher(
+        preparer(source=lambda log: f"host-{log['n'] % 3}"), BatchLimits(), 1 << 20, GLOBAL
+    )
+    logs = [line(n, n=n, ok=n % 2 == 0, ts=1.5 + n, user={"id": n}) for n in range(900)]
+    logs[7] = {"n": 7, "__source__": "own", "__tags__": {"k": True}}  # a log's own group
+    batches, invalid = batches_of(batcher, logs)
+    assert invalid == []
+    by_source = {b.group.source: b for b in batches if b.count > 1}
+    assert sorted(by_source) == ["host-0", "host-1", "host-2"]
+    assert all(b.logs is None for b in by_source.values())  # bulk: packed elements
+    assert sent(by_source["host-1"])[0] == {
+        "n": "1",
+        "ok": "false",
+        "ts": "2.5",
+        "user": '{"id":1}',
+    }
+    reported = by_source["host-1"].element(5)  # unpacked: the element itself, typed
+    assert (type(reported), reported.line, reported["ts"]) == (Line, 19, 20.5)  # 7 is "own"
+    [own] = [b for b in batches if b.group.source == "own"]
+    assert (own.group.tags, sent(own), own.element(0)) == ((("k", "true"),), [{"n": "7"}], logs[7])
+    first, _ = by_source["host-1"].halves()  # re-encoded from the packed elements
+    assert first.joined == b",".join(orjson.dumps(log) for log in sent(first))
+    assert sent(first) == sent(by_source["host-1"])[: first.count]
+
+
+def test_a_callable_that_raises_fails_its_element_alone_in_the_bulk_lane():
+    batcher = KeyedBatcher(
+        preparer(source=lambda log: 1 / log["n"] and "s"), BatchLimits(), 1 << 20, GLOBAL
+    )
+    batches, invalid = batches_of(batcher, [{"n": n} for n in range(5)])
+    assert [(e["n"], err.key) for e, _, err in invalid] == [(0, "__source__")]
+    assert "ZeroDivisionError" in str(invalid[0][2])
+    assert sum(b.count for b in batches) == 4
 
 
 def test_windowed_input_keeps_the_lane_closed_and_each_window():

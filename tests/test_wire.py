@@ -278,6 +278,9 @@ def test_bulk_encoding_gives_the_bytes_of_the_per_log_path(logs):
     got = encoder.encode_many(logs)
     if got is not None:
         assert got == expected
+    # Cut into runs (a bundle's groups), one pass over the columns of all.
+    runs = [logs[i : i + 3] for i in range(0, len(logs), 3)]
+    assert encoder.encode_runs(runs) == [encoder.encode_many(run) for run in runs]
     if all(
         type(v) in (int, float, bool, str, type(None), list) for log in logs for v in log.values()
     ):
