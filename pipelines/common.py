@@ -126,8 +126,9 @@ def failure_record(failed: Any) -> str:
     """One JSON line of the failed output, in one schema for every failure.
 
     Fields: ``stage`` (``read``: the line could not be parsed; ``write``: the
-    sink did not write the log), ``file`` and ``line`` (where the log came
-    from, when known), ``raw`` (the line, or the log as JSON, as text),
+    sink did not write the log), ``file``, ``line`` and ``offset`` (where the
+    log came from, when known: the line number, and the byte offset of the
+    line in its file), ``raw`` (the line, or the log as JSON, as text),
     ``reason``, and for write failures ``error_code``, ``status`` and
     ``request_id``.
     """
@@ -137,6 +138,7 @@ def failure_record(failed: Any) -> str:
             "stage": "write",
             "file": getattr(log, "file", None),
             "line": getattr(log, "line", None),
+            "offset": getattr(log, "offset", None),
             "raw": log if failed.log_is_excerpt else _as_text(log),
             "reason": failed.error_message,
             "error_code": failed.error_code,

@@ -43,7 +43,14 @@ from pipelines.common import (
     sink_from_options,
     summarize,
 )
-from pipelines.reading import FORMATS, MALFORMED, ReadLogFiles, detect_format, matched_files
+from pipelines.reading import (
+    FORMATS,
+    MALFORMED,
+    LogFile,
+    ReadLogFiles,
+    detect_format,
+    matched_files,
+)
 from sls_beam.emulator import Emulator, data_file
 
 DEMO_PROJECT = "demo-project"
@@ -88,7 +95,7 @@ def read_logs(pipeline, pattern: str, input_format: str, source_from_file: bool)
     parsed = (
         pipeline
         | "Match" >> fileio.MatchFiles(pattern)
-        | "Open" >> fileio.ReadMatches()
+        | "Describe" >> beam.Map(LogFile.of, input_format)
         | "SpreadFiles" >> beam.Reshuffle()
         | "Read"
         >> beam.ParDo(ReadLogFiles(input_format, source_from_file)).with_outputs(

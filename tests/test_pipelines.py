@@ -107,7 +107,9 @@ def test_files_formats_and_one_failed_record_schema(tmp_path, emulator):
     assert "header of 2 fields" in bad["reason"] and bad["stage"] == "read"
 
 
-RECORD_FIELDS = {"stage", "file", "line", "raw", "reason", "error_code", "status", "request_id"}
+RECORD_FIELDS = {
+    "stage", "file", "line", "offset", "raw", "reason", "error_code", "status", "request_id"
+}  # fmt: skip
 
 
 def test_files_pipeline_sends_logs_that_break_rules_to_failed_output(tmp_path, emulator):
