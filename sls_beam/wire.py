@@ -51,6 +51,7 @@ exception, never a crash.
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import re
 import zlib
@@ -59,7 +60,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import lz4.block
 import orjson
@@ -515,27 +516,36 @@ def _column_texts(logs: Sequence[dict], keys: tuple[str, ...]) -> list[list[str]
     return columns
 
 
-def _key_texts(keys: tuple[str, ...]) -> list[str]:
-    return [orjson.dumps(key).decode() for key in keys]
+class _ShapeTexts(NamedTuple):
+    """The fixed text around the values of logs of one key order: written once per order."""
+
+    head: str  # before the first value: '{"k1":"'
+    separators: list[str]  # after each value: '","k2":"', ..., and between logs: '"},{"k1":"'
+    template: str  # one log, for %: '{"k1":"%s","k2":"%s"}'
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape_texts(keys: tuple[str, ...]) -> _ShapeTexts:
+    names = [orjson.dumps(key).decode() for key in keys]
+    between_logs = '"},{' + names[0] + ':"'
+    separators = [f'","{name[1:]}:"' for name in names[1:]] + [between_logs]
+    fields = ",".join(name.replace("%", "%%") + ':"%s"' for name in names)
+    return _ShapeTexts("{" + names[0] + ':"', separators, "{" + fields + "}")
 
 
 def _interleaved(keys: tuple[str, ...], columns: list[list[str]]) -> str:
     """The logs' JSON objects joined by commas, from their columns, in one C-level join."""
-    names = _key_texts(keys)
-    between_logs = '"},{' + names[0] + ':"'
-    separators = [f'","{name[1:]}:"' for name in names[1:]] + [between_logs]
+    texts = _shape_texts(keys)
     pieces = []
-    for column, separator in zip(columns, separators, strict=True):
+    for column, separator in zip(columns, texts.separators, strict=True):
         pieces += (column, repeat(separator))
     text = "".join(chain.from_iterable(zip(*pieces, strict=False)))  # repeat() is endless
-    return "{" + names[0] + ':"' + text[: -len(between_logs)] + '"}'
+    return texts.head + text[: -len(texts.separators[-1])] + '"}'
 
 
 def _each_log(keys: tuple[str, ...], columns: list[list[str]]) -> list[str]:
     """Each log's JSON object, from the columns."""
-    fields = ",".join(name.replace("%", "%%") + ':"%s"' for name in _key_texts(keys))
-    template = "{" + fields + "}"
-    return list(map(template.__mod__, zip(*columns, strict=True)))
+    return list(map(_shape_texts(keys).template.__mod__, zip(*columns, strict=True)))
 
 
 def _column_contents(column: list) -> list[str] | None:
