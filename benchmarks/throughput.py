@@ -1,20 +1,26 @@
 """Throughput, latency hiding and memory of WriteToSLS, side by side in one run.
 
 ``python -m benchmarks.throughput`` measures, on the same generated data
-(~190-byte logs with 6 fields, made inside a DoFn) and on the DirectRunner's
-FnApiRunner, each scenario ``--repeat`` times, the median reported; Beam's
-floor and the bounded rows run in turn, round by round, so that the drift of
-a shared machine touches them alike. Beam ends a bundle on its state
-sampler's next tick (every 200 ms once a stage has run ~1 s), so a run's time
-moves in 200 ms steps: the bounded runs use 2M logs to keep a step under ~5 %.
+(made inside a DoFn) and on the DirectRunner's FnApiRunner, each scenario
+``--repeat`` times, the median reported; Beam's floor and the rows beside
+it run in turn, round by round, so that the drift of a shared machine
+touches them alike. Beam ends a bundle on its state sampler's next tick
+(every 200 ms once a stage has run ~1 s), so a run's time moves in 200 ms
+steps: the bounded runs use 2M logs to keep a step under ~5 %.
 
-1. Beam's floor: the same pipeline with an identity ``Map`` instead of the sink.
-2. ``WriteToSLS`` into the emulator (bounded input) with lz4, deflate and none.
+1. Realistic logs first: typed ~270-byte logs (numbers, a boolean, a null, a
+   nested object) with the source a callable of the element, and with a
+   constant source, beside Beam's floor (an identity ``Map``) on the same logs.
+2. String-only ~190-byte logs, the best case: lz4, deflate, none, and an
+   emulator checking every log, beside their floor.
 3. ``WriteToSLS`` in streaming mode (the stateful path).
 4. A naive sink: one POST per element (fewer elements; reported per log).
-5. The wire-format encoder alone (normalise + JSON + compress), on one core.
-6. With 50 ms added to every answer: logs/s with ``max_in_flight`` 1, 4 and 16.
-7. Peak RSS for ``--memory-logs`` logs with a fast and with a stalled server.
+5. The files backfill against ``ReadFromText | Map(json.loads)`` on one typed
+   JSON-lines file (``benchmarks.files``).
+6. The encoder alone (bulk runs, joined, compressed), typed and string logs.
+7. With 50 ms added to every answer: logs/s with ``max_in_flight`` 1, 4 and 16.
+8. Where a typed log's time goes (``benchmarks.breakdown``).
+9. Peak RSS for ``--memory-logs`` logs with a fast and with a stalled server.
 
 The emulator runs in a process of its own (like the real service, it is not
 the pipeline's CPU), keeping counters only. Figures go to a table on stdout
@@ -29,73 +35,32 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import apache_beam as beam
 import requests
 
-from benchmarks.common import generated_logs, make_logs, source_of
+from benchmarks.breakdown import breakdown
+from benchmarks.common import make_logs, make_typed_logs, source_of
+from benchmarks.files import BACKFILL, files_rows
+from benchmarks.files import FLOOR as FILES_FLOOR
+from benchmarks.harness import (
+    LOGSTORE,
+    PROJECT,
+    emulator_process,
+    median_rate,
+    run_pipeline,
+    stats,
+    timed,
+)
 from benchmarks.memory import measure_in_subprocess
 from sls_beam import WriteToSLS
-from sls_beam.wire import BatchLimits, LogEncoder, LogGroup, encode_request, split_into_requests
+from sls_beam.batching import WAITING_LOGS
+from sls_beam.wire import BatchLimits, LogEncoder, LogGroup, encode_joined
 
 RESULTS = Path(__file__).parent / "results"
-PROJECT, LOGSTORE = "bench-project", "bench-logstore"
-
-
-@contextmanager
-def emulator_process(latency_ms: float = 0.0, trust_logs: bool = True):
-    """The emulator in its own process; yields its endpoint.
-
-    By default it trusts the logs (it still decompresses, size-checks and
-    parses every body): on a 2-core machine it shares the pipeline's CPU,
-    which the real service does not.
-    """
-    command = [
-        sys.executable,
-        "-m",
-        "sls_beam.emulator",
-        "--no-retain",
-        "--latency-ms",
-        str(latency_ms),
-    ]
-    if trust_logs:
-        command.append("--trust-logs")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    try:
-        yield process.stdout.readline().strip()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def stats(endpoint: str) -> dict:
-    return requests.get(f"{endpoint}/_emulator/stats", timeout=10).json()
-
-
-def timed(fn: Callable[[], None]) -> float:
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
-
-
-def median_rate(count: int, run_once: Callable[[], None], repeat: int) -> float:
-    return statistics.median(count / timed(run_once) for _ in range(repeat))
-
-
-def run_pipeline(logs: int, sink: beam.PTransform | None, typed: bool = False) -> None:
-    with beam.Pipeline(runner="FnApiRunner") as p:
-        generated = generated_logs(p, logs, typed=typed)
-        if sink is None:
-            _ = generated | "Identity" >> beam.Map(lambda log: log)
-        else:
-            _ = generated | sink
 
 
 class NaiveSink(beam.DoFn):
@@ -123,15 +88,23 @@ class NaiveSink(beam.DoFn):
         ).raise_for_status()
 
 
-def encoder_rate(logs: int, repeat: int) -> float:
-    data = list(make_logs(0, logs))
+def encoder_rate(logs: int, repeat: int, typed: bool) -> float:
+    """The encoder as the sink drives it: runs of WAITING_LOGS logs in bulk, joined into
+    full requests, compressed."""
+    data = list((make_typed_logs if typed else make_logs)(0, logs))
     group = LogGroup()
+    limits = BatchLimits()
 
     def encode_all():
         encoder = LogEncoder()
-        encoded = [encoder.encode(log) for log in data]
-        for chunk in split_into_requests(encoded, BatchLimits(), group):
-            encode_request(group, chunk, "lz4")
+        encoder.encode(data[0])  # learns the keys, as the first logs of a bundle do
+        runs = [data[i : i + WAITING_LOGS] for i in range(0, logs, WAITING_LOGS)]
+        joined = [encoder.encode_many(run) for run in runs]
+        per_request = limits.max_logs // WAITING_LOGS
+        for first in range(0, len(joined), per_request):
+            pieces = joined[first : first + per_request]
+            count = sum(len(run) for run in runs[first : first + per_request])
+            encode_joined(group, b",".join(pieces), count, "lz4")
 
     return median_rate(logs, encode_all, repeat)
 
@@ -206,6 +179,7 @@ def main() -> None:
     parser.add_argument("--latency-logs", type=int, default=200_000)
     parser.add_argument("--naive-logs", type=int, default=2_000)
     parser.add_argument("--memory-logs", type=int, default=1_000_000)
+    parser.add_argument("--file-lines", type=int, default=1_000_000, help="lines of the file")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument(
@@ -225,6 +199,14 @@ def main() -> None:
         [row] = [row for row in rows if row["scenario"] == scenario]
         return row["logs_per_sec"]
 
+    # Realistic logs first: typed values, a nested object, a per-element source.
+    typed_scenarios = [
+        SinkScenario(TYPED_SOURCE, {"source": source_of}, typed=True),
+        SinkScenario(TYPED, {"source": "app"}, typed=True),
+    ]
+    for row in sink_rows(typed_scenarios, args.logs, args.repeat, floor_name=TYPED_FLOOR):
+        show(row)
+    typed_floor = rate(TYPED_FLOOR)
     bounded_scenarios = [
         SinkScenario(BOUNDED.format(compression), {"compression": compression})
         for compression in ("lz4", "deflate", "none")
@@ -235,13 +217,6 @@ def main() -> None:
     for row in sink_rows(bounded_scenarios, args.logs, args.repeat, floor_name=FLOOR):
         show(row)
     floor = rate(FLOOR)
-    typed_scenarios = [
-        SinkScenario(TYPED, {"source": "app"}, typed=True),
-        SinkScenario(TYPED_SOURCE, {"source": source_of}, typed=True),
-    ]
-    for row in sink_rows(typed_scenarios, args.logs, args.repeat, floor_name=TYPED_FLOOR):
-        show(row)
-    typed_floor = rate(TYPED_FLOOR)
     if args.bounded_only:
         for scenario in bounded_scenarios:
             print(f"{scenario.name}: {rate(scenario.name) / floor:.2f}x the floor")
@@ -258,8 +233,19 @@ def main() -> None:
             args.repeat,
         )
     show({"scenario": "naive sink (one POST per log)", "logs_per_sec": round(naive)})
-    encoder = encoder_rate(200_000, args.repeat)
-    show({"scenario": "encoder alone (one core), lz4", "logs_per_sec": round(encoder)})
+    for row in files_rows(args.file_lines, args.repeat):
+        show(row)
+    for typed in (True, False):
+        show(
+            {
+                "scenario": f"encoder alone (one core), lz4, {'typed' if typed else 'string'} logs",
+                "logs_per_sec": round(encoder_rate(200_000, args.repeat, typed)),
+            }
+        )
+    encoder = rate("encoder alone (one core), lz4, string logs")
+    typed_encoder = rate("encoder alone (one core), lz4, typed logs")
+    steps = breakdown(min(args.logs, 500_000), args.repeat)
+    print(json.dumps({"per-log breakdown, typed logs, source callable (us)": steps}))
     in_flight_counts = (1, 4, 16)
     latency_rows = sink_rows(
         [
@@ -292,6 +278,8 @@ def main() -> None:
         "bounded_none_over_floor": round(rate(BOUNDED.format("none")) / floor, 2),
         "typed_over_typed_floor": round(rate(TYPED) / typed_floor, 2),
         "typed_source_callable_over_typed_floor": round(rate(TYPED_SOURCE) / typed_floor, 2),
+        "files_backfill_over_read_and_parse": round(rate(BACKFILL) / rate(FILES_FLOOR), 2),
+        "typed_encoder_logs_per_sec": round(typed_encoder),
         "bounded_lz4_over_naive": round(bounded / naive, 1),
         "bounded_lz4_over_encoder": round(bounded / encoder, 2),
         "in_flight_4_over_1_at_50ms": round(latency[4] / latency[1], 2),
@@ -303,10 +291,17 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
-    report(rows, ratios, memory, machine, args.out)
+    report(rows, ratios, memory, machine, args.out, steps)
 
 
-def report(rows: list[dict], ratios: dict, memory: list[dict], machine: dict, out: Path) -> None:
+def report(
+    rows: list[dict],
+    ratios: dict,
+    memory: list[dict],
+    machine: dict,
+    out: Path,
+    steps: dict[str, float],
+) -> None:
     print("\n| scenario | logs/s | raw MB/s | sent MB/s | compression |")
     print("|---|---:|---:|---:|---:|")
     for row in rows:
@@ -326,7 +321,16 @@ def report(rows: list[dict], ratios: dict, memory: list[dict], machine: dict, ou
                 f"| {row['peak_rss_mb']} | {row['growth_mb']} |"
             )
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine, "scenarios": rows, "ratios": ratios, "memory": memory}
+    print("\n| step (typed logs, source callable) | µs a log |\n|---|---:|")
+    for step, micros in steps.items():
+        print(f"| {step} | {micros} |")
+    payload = {
+        "machine": machine,
+        "scenarios": rows,
+        "ratios": ratios,
+        "per_log_breakdown_us": steps,
+        "memory": memory,
+    }
     (out / "throughput.json").write_text(json.dumps(payload, indent=2) + "\n")
     plot(rows, out / "throughput.png")
     print(f"\nwrote {out / 'throughput.json'} and {out / 'throughput.png'}")

@@ -22,6 +22,7 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
         "--streaming-logs=10000",
         "--latency-logs=4000",
         "--naive-logs=50",
+        "--file-lines=3000",
         "--repeat=1",
         "--skip-memory",
         f"--out={tmp_path}",
@@ -29,7 +30,7 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
     figures = json.loads((tmp_path / "throughput.json").read_text())
     rows = {row["scenario"]: row for row in figures["scenarios"]}
-    assert len(rows) == 14  # the typed rows (and their floor) included
+    assert len(rows) == 17  # typed rows, the files backfill and both encoders included
     assert all(row["logs_per_sec"] > 0 for row in rows.values())
     assert rows["WriteToSLS bounded, deflate"]["compression_ratio"] > 1
     assert rows["WriteToSLS bounded, none"]["compression_ratio"] == 1.0
@@ -39,4 +40,8 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
         "bounded_lz4_over_encoder",
         "in_flight_4_over_1_at_50ms",
         "typed_source_callable_over_typed_floor",
+        "files_backfill_over_read_and_parse",
     }
+    steps = figures["per_log_breakdown_us"]
+    assert {"beam floor", "encoding", "packing", "preparing", "the rest"} <= set(steps)
+    assert abs(sum(v for k, v in steps.items() if k != "total") - steps["total"]) < 0.05

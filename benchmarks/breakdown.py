@@ -1,0 +1,102 @@
+"""Where a log's time goes in WriteToSLS, on typed logs with a per-element source.
+
+``python -m benchmarks.breakdown`` runs Beam's floor (identity ``Map``) and the
+sink (``source=`` a callable of the element, lz4) on the same generated typed
+logs, in one process, with the sink's steps timed from inside:
+
+- preparing: the log's group (the source callable, the memo of groups),
+  measured apart on the same logs (timing each call would cost more than it);
+- encoding: :meth:`LogEncoder.encode_runs`, a bundle's waiting logs at a time;
+- packing: the elements pickled while their batch waits (``pack_run``);
+- compressing: lz4 of each request body (on the sending thread);
+- the rest: what is left of the sink's time (buffering, bookkeeping, the
+  sending thread's share of the interpreter).
+
+Figures are microseconds a log, the median of ``--repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import time
+
+from benchmarks.common import make_typed_logs, source_of
+from benchmarks.harness import LOGSTORE, PROJECT, emulator_process, run_pipeline, timed
+from sls_beam import WriteToSLS, batching, inflight, wire
+from sls_beam.config import SLSWriteConfig
+from sls_beam.preparing import LogPreparer
+
+
+def _timing(owner, name: str, spent: dict[str, float], label: str):
+    original = getattr(owner, name)
+
+    @functools.wraps(original)
+    def timed_call(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[label] = spent.get(label, 0.0) + time.perf_counter() - started
+
+    setattr(owner, name, timed_call)
+    return original
+
+
+def preparing_secs(logs: int) -> float:
+    config = SLSWriteConfig(
+        endpoint="http://127.0.0.1:1", project=PROJECT, logstore=LOGSTORE, source=source_of
+    )
+    preparer = LogPreparer(config)
+    data = list(make_typed_logs(0, min(logs, 200_000)))
+    started = time.perf_counter()
+    for log in data:
+        preparer.group_of(log)
+    return (time.perf_counter() - started) * logs / len(data)
+
+
+def breakdown(logs: int, repeat: int) -> dict[str, float]:
+    runs: list[dict[str, float]] = []
+    spent: dict[str, float] = {}
+    originals = [
+        (
+            wire.LogEncoder,
+            "encode_runs",
+            _timing(wire.LogEncoder, "encode_runs", spent, "encoding"),
+        ),
+        (batching, "pack_run", _timing(batching, "pack_run", spent, "packing")),
+        (inflight, "encode_joined", _timing(inflight, "encode_joined", spent, "compressing")),
+    ]
+    try:
+        with emulator_process() as endpoint:
+            sink = WriteToSLS(endpoint, PROJECT, LOGSTORE, source=source_of)
+            for _ in range(repeat):
+                floor = timed(lambda: run_pipeline(logs, None, typed=True))
+                spent.clear()
+                total = timed(lambda: run_pipeline(logs, sink, typed=True))
+                figures = {"beam floor": floor, **spent, "preparing": preparing_secs(logs)}
+                figures["the rest"] = total - sum(figures.values())
+                figures["total"] = total
+                runs.append({k: v / logs * 1e6 for k, v in figures.items()})
+    finally:
+        for owner, name, original in originals:
+            setattr(owner, name, original)
+    return {key: round(statistics.median(run[key] for run in runs), 2) for key in runs[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--logs", type=int, default=500_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    figures = breakdown(args.logs, args.repeat)
+    print(json.dumps(figures))
+    print("\n| step | µs a log |\n|---|---:|")
+    for step, micros in figures.items():
+        print(f"| {step} | {micros} |")
+
+
+if __name__ == "__main__":
+    main()
