@@ -5,6 +5,7 @@ Public names:
 - :class:`WriteToSLS` — the Beam PTransform (``result.written``, ``result.failed``).
 - :class:`FailedLog`, :class:`WrittenRequest` — its output records.
 - :class:`WebTrackingClient` — the HTTP client, usable without Beam.
+- :class:`Credentials` — an AccessKey (and STS token) for signed writes.
 - :class:`RetryPolicy`, :class:`SLSError`, :class:`InvalidLogError`, :class:`LogGroup`.
 - :mod:`sls_beam.emulator` — a local SLS web-tracking emulator.
 
@@ -27,6 +28,7 @@ _HOMES = {
     "METRICS_NAMESPACE": "sls_beam.metrics",
     "WebTrackingClient": "sls_beam.client",
     "SendResult": "sls_beam.client",
+    "Credentials": "sls_beam.credentials",
     "RetryPolicy": "sls_beam.retry",
     "SLSError": "sls_beam.errors",
     "InvalidLogError": "sls_beam.errors",

@@ -27,6 +27,7 @@ class Attempt(NamedTuple):
     message: str
     request_id: str | None
     retry_after_secs: float | None = None
+    server_time: float | None = None  # the answer's Date (Unix seconds), to correct a clock
 
 
 def no_answer(error: requests.RequestException) -> Attempt:
@@ -70,7 +71,14 @@ def ending_of(begun: PendingAnswer | Attempt) -> Attempt:
     if 200 <= answer.status < 300:
         return Attempt(answer.status, None, "", request_id)
     code, message = _error_fields(answer)
-    return Attempt(answer.status, code, message, request_id, _retry_after_secs(answer))
+    return Attempt(
+        answer.status,
+        code,
+        message,
+        request_id,
+        _retry_after_secs(answer),
+        _http_date(answer.headers.get("Date")),
+    )
 
 
 def _error_fields(answer: Answer) -> tuple[str, str]:
@@ -100,10 +108,16 @@ def _retry_after_secs(answer: Answer) -> float | None:
     value = value.strip()
     if value.isascii() and value.isdigit():
         return float(value)
+    when = _http_date(value)
+    return None if when is None else max(0.0, when - time.time())
+
+
+def _http_date(value: str | None) -> float | None:
+    """An HTTP date (RFC 1123, with its zone) in Unix seconds, or ``None``."""
+    if not value:
+        return None
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
+    return None if when.tzinfo is None else when.timestamp()

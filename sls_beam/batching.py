@@ -12,6 +12,7 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 import orjson
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from sls_beam.errors import InvalidLogError
@@ -164,6 +165,10 @@ class Added(NamedTuple):
 #: its second ten times that: a few hundred to a few thousand logs).
 WAITING_LOGS = 256
 
+#: An element timestamp at or before this is none (Beam's MIN_TIMESTAMP): it leaves a
+#: log to the bulk lane, where a signed log's time is that of its encoding.
+_NO_TIME = MIN_TIMESTAMP.micros
+
 #: The dict methods the bulk lane reads a log through (C-level, as orjson does).
 _DICT_READS = ("__iter__", "__getitem__", "__len__", "keys", "values", "items", "get")
 _plain_dict_classes: dict[type, bool] = {dict: True}
@@ -264,7 +269,11 @@ class KeyedBatcher:
         ``origin`` is what a failure of this log is reported with: the element
         itself when the batcher has a shared window, else its WindowedValue.
         """
-        if self._bulk and _is_plain_dict(element.__class__):
+        if (
+            self._bulk
+            and _is_plain_dict(element.__class__)
+            and (timestamp is None or timestamp.micros <= _NO_TIME)
+        ):
             try:
                 group, content = self._preparer.group_of(element)
             except InvalidLogError as e:

@@ -24,9 +24,11 @@ from requests.adapters import HTTPAdapter
 
 from sls_beam._version import __version__
 from sls_beam.answers import Attempt, ending_of, no_answer
-from sls_beam.endpoints import resolve_target
+from sls_beam.credentials import CredentialsError, CredentialSource, CredentialsSpec, check_spec
+from sls_beam.endpoints import region_of, resolve_target
 from sls_beam.errors import SLSError
 from sls_beam.retry import RetryPolicy
+from sls_beam.signing import DEFAULT_SIGNATURE_VERSION, SIGNATURE_VERSIONS, RequestSigner
 from sls_beam.transport import PendingAnswer, PipelinedTransport
 from sls_beam.wire import (
     DEFAULT_COMPRESSION,
@@ -70,7 +72,18 @@ class WebTrackingClient:
       endpoint: service endpoint, e.g. ``cn-hangzhou.log.aliyuncs.com`` (HTTPS),
         ``http://host`` for plain HTTP, or ``http://127.0.0.1:PORT``.
       project: SLS project name (validated here).
-      logstore: logstore name (validated here); web tracking must be enabled on it.
+      logstore: logstore name (validated here); web tracking must be enabled on it
+        for anonymous writes.
+      credentials: ``None`` (anonymous ``/track``), or sign each request
+        (``POST /logstores/{logstore}``): a :class:`~sls_beam.Credentials`, a
+        zero-argument callable returning one (asked again near its
+        ``expiration`` and once after the service says the token expired), or
+        ``"env"`` (the ``ALIBABA_CLOUD_*`` variables, read when first needed).
+        Signed logs keep their time (see :class:`~sls_beam.wire.LogEncoder`'s
+        ``log_time``).
+      signature_version: ``v1`` (HMAC-SHA1, as the official web SDK) or ``v4``.
+      region: the endpoint's region for ``v4`` (by default read from a regional
+        endpoint such as ``cn-hangzhou.log.aliyuncs.com``).
       timeout_secs: deadline of each attempt (seconds): connecting, writing
         the request and reading the whole answer, whatever the server does
         (an answer already arriving gets at least 1 s to be read). A request
@@ -92,6 +105,9 @@ class WebTrackingClient:
         project: str,
         logstore: str,
         *,
+        credentials: CredentialsSpec = None,
+        signature_version: str = DEFAULT_SIGNATURE_VERSION,
+        region: str | None = None,
         timeout_secs: float = DEFAULT_TIMEOUT_SECS,
         connect_timeout_secs: float = DEFAULT_CONNECT_TIMEOUT_SECS,
         retry: RetryPolicy | None = None,
@@ -101,7 +117,18 @@ class WebTrackingClient:
         seed: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.target = resolve_target(endpoint, project, logstore)
+        check_spec(credentials)
+        self.target = resolve_target(endpoint, project, logstore, signed=credentials is not None)
+        self.signer = None
+        if credentials is not None:
+            region = check_signing(endpoint, signature_version, region)
+            self.signer = RequestSigner(
+                CredentialSource(credentials),
+                signature_version,
+                region,
+                self.target.path,
+                self.target.authority,
+            )
         self.project = project
         self.logstore = logstore
         self.retry = retry or RetryPolicy()
@@ -139,6 +166,7 @@ class WebTrackingClient:
             self.retry,
             self._rng,
             self._sleep,
+            self.signer,
         )
 
     def send(self, request: EncodedRequest) -> SendResult:
@@ -171,7 +199,9 @@ class WebTrackingClient:
         """
         group = group or LogGroup()
         limits = limits or BatchLimits()
-        encoder = LogEncoder(event_time_key, max_log_bytes=limits.room(group))
+        encoder = LogEncoder(
+            event_time_key, max_log_bytes=limits.room(group), log_time=self.signer is not None
+        )
         encoded = [encoder.encode(log) for log in logs]
         return [
             self.send(encode_request(group, chunk, compression))
@@ -202,6 +232,8 @@ class PendingSend:
       policy: which endings are retried, and the waits between attempts.
       rng: draws the backoff jitter.
       sleep: waits between attempts.
+      signer: signs each attempt (``None``: anonymous), and says when a refusal
+        is fixed by signing again at once (a clock corrected, a token renewed).
     """
 
     def __init__(
@@ -213,6 +245,7 @@ class PendingSend:
         policy: RetryPolicy,
         rng: random.Random,
         sleep: Callable[[float], None],
+        signer: RequestSigner | None = None,
     ):
         self._transport = transport
         self._url = url
@@ -221,6 +254,8 @@ class PendingSend:
         self._policy = policy
         self._rng = rng
         self._sleep = sleep
+        self._signer = signer
+        self._fixes_tried: set[str] = set()
         self._started = time.monotonic()
         self._begun = self._begin()
         self._outcome: SendResult | SLSError | None = None
@@ -256,8 +291,14 @@ class PendingSend:
             self._begun.abandon()
 
     def _begin(self) -> PendingAnswer | Attempt:
+        headers = self._headers
+        if self._signer is not None:
+            try:
+                headers = self._signer.headers(headers, self._body)
+            except CredentialsError as e:
+                return Attempt(None, "CredentialsError", str(e), None)
         try:
-            return self._transport.start(self._url, self._body, self._headers)
+            return self._transport.start(self._url, self._body, headers)
         except requests.RequestException as e:
             return no_answer(e)
 
@@ -265,15 +306,46 @@ class PendingSend:
         policy, throttled, attempt = self._policy, 0.0, 0
         while True:
             attempt += 1
-            status, code, message, request_id, retry_after = ending_of(self._begun)
+            status, code, message, request_id, retry_after, server_time = ending_of(self._begun)
             if status is not None and 200 <= status < 300:
                 elapsed = time.monotonic() - self._started
                 return SendResult(request_id, attempt, throttled, elapsed)
-            if attempt >= policy.max_attempts or not policy.is_retryable(status, code):
-                raise SLSError(status, code, message, request_id, attempt, throttled)
+            signer = self._signer
+            if (
+                signer is not None
+                and attempt < policy.max_attempts
+                and signer.recover(status, code, server_time, self._fixes_tried)
+            ):
+                self._begun = self._begin()  # signed again: a clock corrected, a token renewed
+                continue
+            if (
+                attempt >= policy.max_attempts
+                or not policy.is_retryable(status, code)
+                or code == "CredentialsError"
+            ):
+                hint = signer.hint(status, code) if signer is not None else None
+                raise SLSError(status, code, message, request_id, attempt, throttled, hint)
             quota = policy.is_quota(status, code)
             wait = policy.backoff_secs(attempt, quota, self._rng, retry_after)
             if quota:
                 throttled += wait
             self._sleep(wait)
             self._begun = self._begin()
+
+
+def check_signing(endpoint: str, signature_version: str, region: str | None) -> str | None:
+    """The region to sign with (``v4``: given, or read from a regional endpoint), or
+    ValueError saying what to pass; checked when a pipeline is built."""
+    if signature_version not in SIGNATURE_VERSIONS:
+        raise ValueError(
+            f"signature_version must be one of {SIGNATURE_VERSIONS}, not {signature_version!r}"
+        )
+    if signature_version != "v4":
+        return region
+    region = region or region_of(endpoint)
+    if not region:
+        raise ValueError(
+            f"signature_version='v4' needs region= (e.g. 'cn-hangzhou'): it cannot be told "
+            f"from the endpoint {endpoint!r}"
+        )
+    return region

@@ -9,9 +9,11 @@ from typing import Any, TypeVar, Union
 
 from apache_beam.transforms.display import DisplayDataItem
 
-from sls_beam.client import DEFAULT_TIMEOUT_SECS, WebTrackingClient
+from sls_beam.client import DEFAULT_TIMEOUT_SECS, WebTrackingClient, check_signing
+from sls_beam.credentials import CredentialsSpec, check_spec, describe_spec
 from sls_beam.endpoints import resolve_target
 from sls_beam.retry import RetryPolicy
+from sls_beam.signing import DEFAULT_SIGNATURE_VERSION
 from sls_beam.wire import (
     COMPRESSIONS,
     DEFAULT_COMPRESSION,
@@ -69,9 +71,15 @@ class SLSWriteConfig:
     num_shards: int = DEFAULT_NUM_SHARDS
     verify: bool | str = True
     clock: Callable[[], float] = time.time
+    credentials: CredentialsSpec = None
+    signature_version: str = DEFAULT_SIGNATURE_VERSION
+    region: str | None = None
 
     def __post_init__(self):
         resolve_target(self.endpoint, self.project, self.logstore)
+        check_spec(self.credentials)
+        if self.credentials is not None:
+            check_signing(self.endpoint, self.signature_version, self.region)
         self.limits()  # validates the batch limits
         LogEncoder(self.event_time_key)  # validates the event time key
         checks = [
@@ -112,12 +120,28 @@ class SLSWriteConfig:
             retry=self.retry,
             verify=self.verify,
             pool_size=self.max_in_flight,
+            credentials=self.credentials,
+            signature_version=self.signature_version,
+            region=self.region,
         )
+
+    @property
+    def signed(self) -> bool:
+        """Whether requests are signed (and logs keep their time)."""
+        return self.credentials is not None
 
 
 def display_data(config: SLSWriteConfig) -> dict:
-    """Display data of the sink's transform and DoFns (no secrets: there are none)."""
+    """Display data of the sink's transform and DoFns: never a secret (credentials are
+    described by their AccessKey id or where they come from)."""
+    signing = {}
+    if config.signed:
+        signing = {
+            "credentials": describe_spec(config.credentials),
+            "signature_version": config.signature_version,
+        }
     return {
+        **signing,
         "endpoint": config.endpoint,
         "project": config.project,
         "logstore": config.logstore,

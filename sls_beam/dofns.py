@@ -65,6 +65,8 @@ class WriteInBundleFn(SinkDoFn):
         self._windowed = windowed
         if windowed:
             self.process = self.process_windowed
+        elif config.signed:  # a signed log's __time__ is its element's timestamp, when set
+            self.process = self.process_timestamped
 
     def setup(self):
         self._preparer = LogPreparer(self._config)
@@ -80,6 +82,10 @@ class WriteInBundleFn(SinkDoFn):
 
     def process(self, element):
         added = self._batcher.add(element, element)
+        return () if added is None else list(self._outputs_of(added))
+
+    def process_timestamped(self, element, timestamp=beam.DoFn.TimestampParam):
+        added = self._batcher.add(element, element, timestamp)
         return () if added is None else list(self._outputs_of(added))
 
     def process_windowed(self, element, windowed_value=beam.DoFn.WindowedValueParam):

@@ -38,14 +38,18 @@ def validate_logstore(logstore: str) -> str:
 
 @dataclass(frozen=True)
 class Target:
-    """Where requests go: the URL to connect to and the ``Host`` header to send."""
+    """Where requests go: the URL to connect to, the ``Host`` header to send (``None``:
+    the URL's), and the parts a signature covers: the path and the Host value."""
 
     url: str
     host: str | None
+    path: str = ""
+    authority: str = ""
 
 
-def resolve_target(endpoint: str, project: str, logstore: str) -> Target:
-    """Work out the request URL for ``endpoint``, ``project`` and ``logstore``.
+def resolve_target(endpoint: str, project: str, logstore: str, signed: bool = False) -> Target:
+    """Work out the request URL for ``endpoint``, ``project`` and ``logstore``
+    (``signed``: the signed form's path, ``/logstores/{logstore}``).
 
     - ``cn-hangzhou.log.aliyuncs.com`` (no scheme): HTTPS to
       ``https://{project}.cn-hangzhou.log.aliyuncs.com``.
@@ -80,10 +84,25 @@ def resolve_target(endpoint: str, project: str, logstore: str) -> Target:
     hostname = parts.hostname or ""
     if not hostname:
         raise ValueError(f"endpoint {endpoint!r}: no host name")
-    path = f"/logstores/{logstore}/track"
+    path = f"/logstores/{logstore}" if signed else f"/logstores/{logstore}/track"
+    authority = f"{project}.{parts.netloc}"
     if is_address(hostname):
-        return Target(f"{parts.scheme}://{parts.netloc}{path}", f"{project}.{parts.netloc}")
-    return Target(f"{parts.scheme}://{project}.{parts.netloc}{path}", None)
+        return Target(f"{parts.scheme}://{parts.netloc}{path}", authority, path, authority)
+    return Target(f"{parts.scheme}://{authority}{path}", None, path, authority)
+
+
+#: ``{region}[-intranet|-share].log.aliyuncs.com`` (and the ``.com.cn`` form).
+_REGIONAL = re.compile(r"([a-z]{2}(?:-[a-z0-9]+)+?)(?:-intranet|-share|-vpc)?\.log\.aliyuncs\.com")
+
+
+def region_of(endpoint: str) -> str | None:
+    """The region of a regional SLS endpoint (``cn-hangzhou.log.aliyuncs.com`` →
+    ``cn-hangzhou``), or ``None`` when the endpoint does not say (an address, a gateway)."""
+    if not isinstance(endpoint, str):
+        return None
+    hostname = urlsplit(endpoint if "://" in endpoint else "//" + endpoint.strip()).hostname or ""
+    match = _REGIONAL.fullmatch(hostname)
+    return match.group(1) if match else None
 
 
 def is_address(hostname: str) -> bool:

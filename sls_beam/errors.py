@@ -82,6 +82,7 @@ class SLSError(Exception):
       request_id: the ``x-log-requestid`` of the last answer, if any.
       attempts: how many times the request was sent before giving up.
       throttled_secs: seconds spent backing off because of quota answers.
+      hint: what probably went wrong and what to do, when the client can tell.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class SLSError(Exception):
         request_id: str | None = None,
         attempts: int = 1,
         throttled_secs: float = 0.0,
+        hint: str | None = None,
     ):
         self.status = status
         self.error_code = error_code
@@ -99,6 +101,7 @@ class SLSError(Exception):
         self.request_id = request_id
         self.attempts = attempts
         self.throttled_secs = throttled_secs
+        self.hint = hint
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -107,7 +110,9 @@ class SLSError(Exception):
             f"{self.error_message} [request id {self.request_id or '-'}, "
             f"{self.attempts} attempt{'s' if self.attempts != 1 else ''}]"
         )
-        if self.status == 401:
+        if self.hint:
+            text += f" — {self.hint}"
+        elif self.status == 401:
             text += (
                 " — web tracking is probably disabled for this logstore "
                 "(enable it in the logstore's settings) or a project policy denies it"

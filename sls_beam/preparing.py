@@ -67,8 +67,11 @@ class LogPreparer:
 
     def __init__(self, config: SLSWriteConfig):
         self._config = config
-        self._encoder = LogEncoder(config.event_time_key, config.max_batch_bytes)
+        self._encoder = LogEncoder(
+            config.event_time_key, config.max_batch_bytes, log_time=config.signed
+        )
         self._limits = config.limits()
+        self._needs_event_time = bool(config.event_time_key) or config.signed
         self._called_options = any(map(callable, (config.topic, config.source, config.tags)))
         self._static_group = (
             None if self._called_options else LogGroup.of(config.topic, config.source, config.tags)
@@ -100,7 +103,7 @@ class LogPreparer:
         if group is None or "__topic__" in log or "__source__" in log or "__tags__" in log:
             group, log = self._group_of(element, log)
         event_time = None
-        if self._encoder.event_time_key and timestamp is not None and timestamp > MIN_TIMESTAMP:
+        if self._needs_event_time and timestamp is not None and timestamp > MIN_TIMESTAMP:
             event_time = format_event_time(timestamp)
         return group, self.encode_log(log, group, event_time)
 

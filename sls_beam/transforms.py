@@ -36,6 +36,7 @@ from sls_beam.config import (
     SLSWriteConfig,
     display_data,
 )
+from sls_beam.credentials import CredentialsSpec
 from sls_beam.dofns import BufferInStateFn, PrepareForStateFn, SendFromStateFn, WriteInBundleFn
 from sls_beam.records import FailedLog, WrittenRequest
 from sls_beam.retry import (
@@ -44,6 +45,7 @@ from sls_beam.retry import (
     DEFAULT_MAX_ATTEMPTS,
     RetryPolicy,
 )
+from sls_beam.signing import DEFAULT_SIGNATURE_VERSION
 from sls_beam.wire import DEFAULT_COMPRESSION, SERVICE_MAX_LOGS, SERVICE_MAX_RAW_BYTES
 
 
@@ -98,8 +100,10 @@ class WriteToSLS(beam.PTransform):
     may resend logs that had already landed; a retried request whose answer
     was lost (a timeout) may also store its logs twice. PutWebTracking has no
     idempotency key, so duplicates cannot be excluded; logs are not ordered.
-    The service replaces ``__time__`` with the arrival time, so set
-    ``event_time_key`` to keep the event time in a field of its own.
+    Anonymous writes: the service replaces ``__time__`` with the arrival
+    time, so set ``event_time_key`` to keep the event time in a field of its
+    own. Signed writes (``credentials``) keep it: each log carries
+    ``__time__`` (its own, else its element's timestamp, else now).
 
     Retries: network errors, timeouts, HTTP 5xx, 429 and 403 quota answers
     are retried with exponential backoff and full jitter (``retry``); other
@@ -114,7 +118,19 @@ class WriteToSLS(beam.PTransform):
       endpoint: SLS endpoint, e.g. ``cn-hangzhou.log.aliyuncs.com`` (HTTPS),
         ``http://host`` for plain HTTP, or ``http://127.0.0.1:PORT`` for the emulator.
       project: SLS project name.
-      logstore: logstore name; web tracking must be enabled on it.
+      logstore: logstore name; web tracking must be enabled on it for anonymous
+        writes (not for signed ones).
+      credentials: ``None`` (anonymous ``/track``, the default), or sign every
+        request: a :class:`~sls_beam.Credentials` (pickled into the job: prefer
+        the next two), a zero-argument callable returning one (called on the
+        worker; again near its ``expiration`` and after an expired-token
+        answer), or ``"env"`` (``ALIBABA_CLOUD_ACCESS_KEY_ID``,
+        ``ALIBABA_CLOUD_ACCESS_KEY_SECRET``, ``ALIBABA_CLOUD_SECURITY_TOKEN``
+        read on the worker). The RAM permission is ``log:PostLogStoreLogs``.
+      signature_version: ``v1`` (HMAC-SHA1, as the official web SDK) or ``v4``
+        (SLS4-HMAC-SHA256).
+      region: ``v4``'s region, e.g. ``cn-hangzhou`` (read from a regional
+        endpoint when not given).
       topic: log topic: a string, or a callable of the element. A log's own
         ``__topic__`` field overrides it and is removed from the log.
       source: log source: a string, or a callable of the element. A log's own
@@ -182,6 +198,9 @@ class WriteToSLS(beam.PTransform):
         num_shards: int = DEFAULT_NUM_SHARDS,
         verify: bool | str = True,
         clock: Callable[[], float] = time.time,
+        credentials: CredentialsSpec = None,
+        signature_version: str = DEFAULT_SIGNATURE_VERSION,
+        region: str | None = None,
         error_handling: Mapping[str, str] | None = None,
     ):
         super().__init__()
@@ -211,6 +230,9 @@ class WriteToSLS(beam.PTransform):
             num_shards=num_shards,
             verify=verify,
             clock=clock,
+            credentials=credentials,
+            signature_version=signature_version,
+            region=region,
         )
 
     def expand(self, pcoll: beam.PCollection) -> WriteToSLSResult | dict:

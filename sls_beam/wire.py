@@ -8,8 +8,10 @@ One request carries logs of a single (topic, source, tags) group::
     x-log-compresstype: lz4 | deflate          (absent when uncompressed)
     Content-Type: application/json
 
-    {"__topic__": "t", "__source__": "s", "__tags__": {"k": "v"},
-     "__logs__": [{"key": "value", ...}, ...]}
+    {"__logs__": [{"key": "value", ...}, ...],
+     "__tags__": {"k": "v"}, "__topic__": "t", "__source__": "s"}
+
+(the official web SDK's order; a group field is left out when empty).
 
 ``lz4`` is a raw LZ4 *block* (no frame, no size prefix); ``deflate`` is
 zlib-wrapped (RFC 1950). Every value on the wire is a string.
@@ -54,6 +56,7 @@ import datetime
 import functools
 import math
 import re
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -65,7 +68,7 @@ from typing import Any, NamedTuple
 import lz4.block
 import orjson
 
-from sls_beam.errors import InvalidLogError, describe, key_text
+from sls_beam.errors import InvalidLogError, describe, excerpt, key_text
 
 API_VERSION = "0.6.0"
 
@@ -192,24 +195,28 @@ class LogGroup:
             items.append((key, _check_short_field(name, stringify(name, value), "tag value")))
         return cls(topic, source, tuple(sorted(items)))
 
-    def body_prefix(self) -> bytes:
-        """The JSON that precedes the logs in a request body."""
+    def body_suffix(self) -> bytes:
+        """The JSON that follows the logs in a request body: the group's fields, as the
+        official web SDK writes them (tags, topic, source; each only when set)."""
         try:
-            return self._prefix
+            return self._suffix
         except AttributeError:
-            head = b'{"__topic__":' + orjson.dumps(self.topic)
-            head += b',"__source__":' + orjson.dumps(self.source)
+            tail = b"]"
             if self.tags:
-                head += b',"__tags__":' + orjson.dumps(dict(self.tags))
-            object.__setattr__(self, "_prefix", head + b',"__logs__":[')
-            return self._prefix
+                tail += b',"__tags__":' + orjson.dumps(dict(self.tags))
+            if self.topic:
+                tail += b',"__topic__":' + orjson.dumps(self.topic)
+            if self.source:
+                tail += b',"__source__":' + orjson.dumps(self.source)
+            object.__setattr__(self, "_suffix", tail + b"}")
+            return self._suffix
 
     def overhead_bytes(self) -> int:
         """Raw bytes a request of this group adds around its logs."""
-        return len(self.body_prefix()) + len(_BODY_SUFFIX)
+        return len(_BODY_PREFIX) + len(self.body_suffix())
 
 
-_BODY_SUFFIX = b"]}"
+_BODY_PREFIX = b'{"__logs__":['
 
 
 @dataclass(frozen=True)
@@ -260,10 +267,17 @@ class LogEncoder:
         when the log has neither.
       max_log_bytes: a log whose JSON is larger than this can never be sent
         and is rejected here (bytes).
+      log_time: give each log ``__time__``, a JSON number of Unix seconds (the
+        signed path, where the service keeps it): the log's own ``__time__``,
+        else :meth:`encode`'s ``event_time``, else the time of encoding. It is
+        written last in the log, as the official web SDK writes it.
     """
 
     def __init__(
-        self, event_time_key: str | None = None, max_log_bytes: int = SERVICE_MAX_RAW_BYTES
+        self,
+        event_time_key: str | None = None,
+        max_log_bytes: int = SERVICE_MAX_RAW_BYTES,
+        log_time: bool = False,
     ):
         if event_time_key is not None:
             problem = key_rule_violation(event_time_key)
@@ -271,6 +285,7 @@ class LogEncoder:
                 raise ValueError(f"event_time_key {event_time_key!r}: {problem}")
         self.event_time_key = event_time_key
         self.max_log_bytes = max_log_bytes
+        self.log_time = log_time
         self._valid_keys: set[str] = set()
 
     def encode(self, log: Mapping[str, Any], event_time: str | None = None) -> bytes:
@@ -279,7 +294,7 @@ class LogEncoder:
         Raises:
           InvalidLogError: naming the key and the rule, if the log breaks one.
         """
-        if log.__class__ is dict and log and not self.event_time_key:
+        if log.__class__ is dict and log and not self.event_time_key and not self.log_time:
             if self._valid_keys.issuperset(log):
                 data = _encode_known(log)
                 if data is not None and len(data) <= self.max_log_bytes:
@@ -314,6 +329,8 @@ class LogEncoder:
         if not self._valid_keys.issuperset(set().union(*logs)):
             return self._each_run(runs)
         ends = list(accumulate(map(len, runs)))
+        if self.log_time:  # each log ends in the time of encoding, as a number
+            return self._typed_runs(logs, ends, f',"{TIME_KEY}":{int(time.time())}')
         try:
             # Every value a str (join refuses anything else): orjson writes the logs as they are.
             "".join(chain.from_iterable(map(dict.values, logs)))
@@ -349,9 +366,12 @@ class LogEncoder:
             return None
         return joined
 
-    def _typed_runs(self, logs: Sequence[dict], ends: list[int]) -> list[bytes | None]:
+    def _typed_runs(
+        self, logs: Sequence[dict], ends: list[int], tail: str = ""
+    ) -> list[bytes | None]:
         """Runs of logs with values other than str (the runs end at ``ends`` in ``logs``):
-        their columns made once, then each run's logs cut from them."""
+        their columns made once, then each run's logs cut from them. ``tail``: JSON
+        that ends every log (its ``__time__``)."""
         shapes = set(map(tuple, logs))
         starts = [0, *ends[:-1]]
         if len(shapes) == 1:  # the common case: each run one text, its columns interleaved
@@ -360,7 +380,7 @@ class LogEncoder:
             if columns is None:
                 return [None] * len(ends)
             return [
-                self._sized(shape, [column[start:end] for column in columns])
+                self._sized(shape, [column[start:end] for column in columns], tail)
                 for start, end in zip(starts, ends, strict=True)
             ]
         if len(shapes) > _MAX_SHAPES:
@@ -370,7 +390,7 @@ class LogEncoder:
             columns = _column_texts(list(map(logs.__getitem__, positions)), shape)
             if columns is None:
                 return [None] * len(ends)
-            deque(map(texts.__setitem__, positions, _each_log(shape, columns)), maxlen=0)
+            deque(map(texts.__setitem__, positions, _each_log(shape, columns, tail)), maxlen=0)
         encoded = []
         for start, end in zip(starts, ends, strict=True):
             joined = ",".join(texts[start:end]).encode()
@@ -380,11 +400,11 @@ class LogEncoder:
             encoded.append(None if too_large else joined)
         return encoded
 
-    def _sized(self, shape: tuple[str, ...], columns: list[list[str]]) -> bytes | None:
+    def _sized(self, shape: tuple[str, ...], columns: list[list[str]], tail: str) -> bytes | None:
         """The run of these columns, unless one of its logs is over ``max_log_bytes``."""
-        joined = _interleaved(shape, columns).encode()
+        joined = _interleaved(shape, columns, tail).encode()
         if len(joined) > self.max_log_bytes and (
-            max(map(utf8_len, _each_log(shape, columns))) > self.max_log_bytes
+            max(map(utf8_len, _each_log(shape, columns, tail))) > self.max_log_bytes
         ):
             return None
         return joined
@@ -398,7 +418,7 @@ class LogEncoder:
         time_value = None
         for key, value in log.items():
             if key.__class__ is not str or key not in valid:
-                if key == TIME_KEY and time_key:
+                if key == TIME_KEY and (time_key or self.log_time):
                     time_value = value
                     continue
                 problem = key_rule_violation(key)
@@ -421,6 +441,11 @@ class LogEncoder:
                 fields[time_key] = event_time
         if not fields:
             raise InvalidLogError(None, "a log must have at least one field")
+        if self.log_time:
+            if time_value is not None:
+                fields[TIME_KEY] = unix_seconds(time_value)
+            else:
+                fields[TIME_KEY] = int(float(event_time)) if event_time else int(time.time())
         return fields
 
     def _dump(self, fields: dict[str, str]) -> bytes:
@@ -428,7 +453,8 @@ class LogEncoder:
             data = _kept(orjson.dumps(fields))
         except orjson.JSONEncodeError as e:
             for key, value in fields.items():
-                _check_utf8(key, value)
+                if value.__class__ is str:
+                    _check_utf8(key, value)
             raise InvalidLogError(None, f"the log cannot be written as JSON: {e}") from None
         if len(data) > self.max_log_bytes:
             check_log_size(len(data), self.max_log_bytes)
@@ -519,33 +545,35 @@ def _column_texts(logs: Sequence[dict], keys: tuple[str, ...]) -> list[list[str]
 class _ShapeTexts(NamedTuple):
     """The fixed text around the values of logs of one key order: written once per order."""
 
-    head: str  # before the first value: '{"k1":"'
-    separators: list[str]  # after each value: '","k2":"', ..., and between logs: '"},{"k1":"'
-    template: str  # one log, for %: '{"k1":"%s","k2":"%s"}'
+    first: str  # the first key, as JSON: '"k1"'
+    separators: list[str]  # between one value and the next in a log: '","k2":"', ...
+    fields: str  # one log's fields, for %: '"k1":"%s","k2":"%s"'
 
 
 @functools.lru_cache(maxsize=1024)
 def _shape_texts(keys: tuple[str, ...]) -> _ShapeTexts:
     names = [orjson.dumps(key).decode() for key in keys]
-    between_logs = '"},{' + names[0] + ':"'
-    separators = [f'","{name[1:]}:"' for name in names[1:]] + [between_logs]
+    separators = [f'","{name[1:]}:"' for name in names[1:]]
     fields = ",".join(name.replace("%", "%%") + ':"%s"' for name in names)
-    return _ShapeTexts("{" + names[0] + ':"', separators, "{" + fields + "}")
+    return _ShapeTexts(names[0], separators, fields)
 
 
-def _interleaved(keys: tuple[str, ...], columns: list[list[str]]) -> str:
-    """The logs' JSON objects joined by commas, from their columns, in one C-level join."""
+def _interleaved(keys: tuple[str, ...], columns: list[list[str]], tail: str = "") -> str:
+    """The logs' JSON objects joined by commas, from their columns, in one C-level join.
+    ``tail``: JSON that ends every log (after its last value)."""
     texts = _shape_texts(keys)
+    between_logs = '"' + tail + "},{" + texts.first + ':"'
     pieces = []
-    for column, separator in zip(columns, texts.separators, strict=True):
+    for column, separator in zip(columns, [*texts.separators, between_logs], strict=True):
         pieces += (column, repeat(separator))
     text = "".join(chain.from_iterable(zip(*pieces, strict=False)))  # repeat() is endless
-    return texts.head + text[: -len(texts.separators[-1])] + '"}'
+    return "{" + texts.first + ':"' + text[: -len(between_logs)] + '"' + tail + "}"
 
 
-def _each_log(keys: tuple[str, ...], columns: list[list[str]]) -> list[str]:
+def _each_log(keys: tuple[str, ...], columns: list[list[str]], tail: str = "") -> list[str]:
     """Each log's JSON object, from the columns."""
-    return list(map(_shape_texts(keys).template.__mod__, zip(*columns, strict=True)))
+    template = "{" + _shape_texts(keys).fields + tail.replace("%", "%%") + "}"
+    return list(map(template.__mod__, zip(*columns, strict=True)))
 
 
 def _column_contents(column: list) -> list[str] | None:
@@ -707,6 +735,35 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def unix_seconds(value: Any) -> int:
+    """A log's own ``__time__`` as whole Unix seconds (the signed path sends it).
+
+    Accepts a number, a numeric string, or a ``datetime`` (naive: UTC).
+
+    Raises:
+      InvalidLogError: naming ``__time__`` and the rule.
+    """
+    seconds: Any = value
+    if isinstance(value, datetime.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=datetime.timezone.utc)
+        seconds = value.timestamp()
+    elif isinstance(value, str):
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            seconds = None
+    if seconds.__class__ is bool or not isinstance(seconds, (int, float)):
+        raise InvalidLogError(
+            TIME_KEY,
+            f"must be Unix seconds (a number, a numeric string or a datetime), "
+            f"not {type(value).__name__} {excerpt(repr(value))}",
+        )
+    if not 0 <= seconds < 2**32:  # NaN fails this too
+        raise InvalidLogError(TIME_KEY, f"{seconds!r} is not Unix seconds within 0..2**32-1")
+    return int(seconds)
+
+
 def int_text(value: int) -> str:
     """Decimal digits of ``value``, however many (``str()`` refuses past 4300)."""
     try:
@@ -757,7 +814,7 @@ def encode_joined(
     """:func:`encode_request` for logs whose JSON is already joined by commas."""
     if log_count < 1:
         raise ValueError("a request needs at least one log")
-    raw = b"".join((group.body_prefix(), joined, _BODY_SUFFIX))
+    raw = b"".join((_BODY_PREFIX, joined, group.body_suffix()))
     headers = {
         "x-log-apiversion": API_VERSION,
         "x-log-bodyrawsize": str(len(raw)),

@@ -53,7 +53,7 @@ def test_a_batch_is_closed_before_a_log_that_would_overflow_it(window):
     assert invalid == []
     assert all(sent(b) for b in batches)  # each is valid JSON
     for batch in batches:
-        assert len(batch.group.body_prefix()) + len(batch.joined) + 2 <= 2000
+        assert batch.group.overhead_bytes() + len(batch.joined) <= 2000
     assert sum(b.count for b in batches) == 400
     # greedy: a batch closed only because the next log did not fit
     for batch, following in zip(batches, batches[1:], strict=False):

@@ -181,8 +181,8 @@ def test_a_memo_forgets_rather_than_grows():
 def test_a_group_owns_its_derived_bytes():
     group = LogGroup.of("t", "s", {"k": True})
     assert group.tags == (("k", "true"),)
-    assert group.body_prefix() is group.body_prefix()
-    assert group.overhead_bytes() == len(group.body_prefix()) + 2
+    assert group.body_suffix() is group.body_suffix()
+    assert group.overhead_bytes() == len(b'{"__logs__":[') + len(group.body_suffix())
 
 
 def test_split_halves_never_put_more_than_max_in_flight_requests_on_the_wire(caplog):

@@ -175,7 +175,7 @@ def test_lz4_is_a_raw_block_without_size_prefix():
 
     # A size-prefixed block would decode to 4 garbage bytes plus JSON, or fail.
     assert lz4.block.decompress(request.body, uncompressed_size=request.raw_size).startswith(
-        b'{"__topic__"'
+        b'{"__logs__":['
     )
 
 

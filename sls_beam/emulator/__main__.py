@@ -52,6 +52,22 @@ def main(argv: list[str] | None = None) -> None:
         help="close connections idle this long; bodies must arrive within it "
         f"(default {IDLE_TIMEOUT_SECS:g})",
     )
+    parser.add_argument(
+        "--access-key",
+        action="append",
+        default=[],
+        type=_pair("--access-key", "AKID:SECRET"),
+        metavar="AKID:SECRET",
+        help="take signed writes (v1 and v4) made with this AccessKey (repeatable)",
+    )
+    parser.add_argument(
+        "--sts-token",
+        action="append",
+        default=[],
+        type=_pair("--sts-token", "AKID:TOKEN"),
+        metavar="AKID:TOKEN",
+        help="signed writes of AKID must carry this STS token (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     emulator = Emulator(
@@ -64,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
         retain_logs=not args.no_retain,
         faults=FaultPlan(latency_secs=args.latency_ms / 1000),
         idle_timeout_secs=args.idle_timeout_secs,
+        access_keys=dict(args.access_key),
+        sts_tokens=dict(args.sts_token),
     )
     for name in args.logstore:
         project, _, logstore = name.partition("/")
@@ -77,6 +95,16 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         emulator.close()
+
+
+def _pair(flag: str, form: str):
+    def parse(text: str) -> tuple[str, str]:
+        key, sep, value = text.partition(":")
+        if not sep or not key or not value:
+            raise argparse.ArgumentTypeError(f"{flag} must be {form}")
+        return key, value
+
+    return parse
 
 
 if __name__ == "__main__":

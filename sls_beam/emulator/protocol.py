@@ -85,10 +85,8 @@ def decompress(body: bytes, compress_type: str | None, raw_size_header: str | No
                 413, "PostBodyTooLarge", f"raw body size {declared} exceeds {MAX_RAW_BYTES}"
             )
     if compress_type in (None, ""):
-        if declared is not None and declared != len(body):
-            raise Rejection(
-                400, "InvalidBodyRawSize", f"x-log-bodyrawsize {declared} != body size {len(body)}"
-            )
+        # Like the service, x-log-bodyrawsize is not checked against an uncompressed
+        # body: official web clients send the JavaScript string length there.
         if len(body) > MAX_RAW_BYTES:
             raise Rejection(
                 413, "PostBodyTooLarge", f"raw body size {len(body)} exceeds {MAX_RAW_BYTES}"

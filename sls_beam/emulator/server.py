@@ -3,6 +3,9 @@
 Endpoints:
 
 - ``POST /logstores/{logstore}/track``: PutWebTracking (project from ``Host``).
+- ``POST /logstores/{logstore}``: the signed form (``Authorization``, checked
+  by :mod:`sls_beam.emulator.auth`); each log keeps its ``__time__``. A
+  ``/track`` request that carries ``Authorization`` is checked too.
 - ``GET /logstores/{logstore}/track?APIVersion=0.6.0&k=v`` (also ``track.gif``
   and ``track_ua.gif``): one log from the query string.
 - ``GET /_emulator/logs?project=P&logstore=L``: stored logs as a JSON array.
@@ -15,6 +18,7 @@ Endpoints:
 
 from __future__ import annotations
 
+import email.utils
 import errno
 import ipaddress
 import json
@@ -28,6 +32,7 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
+from sls_beam.emulator.auth import Verifier
 from sls_beam.emulator.faults import ERROR_ANSWERS, FaultPlan
 from sls_beam.emulator.protocol import (
     MAX_BODY_BYTES,
@@ -42,7 +47,7 @@ from sls_beam.emulator.protocol import (
 )
 from sls_beam.emulator.store import Store, StoredLog
 
-_TRACK_PATH = re.compile(r"/logstores/([^/]+)/(track|track\.gif|track_ua\.gif)")
+_TRACK_PATH = re.compile(r"/logstores/([^/]+)(?:/(track|track\.gif|track_ua\.gif))?")
 _PROJECT = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 _LOGSTORE = re.compile(r"[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
@@ -89,6 +94,8 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address, emulator: Emulator):
         self.store = emulator.store
         self.checker = emulator.checker
+        self.verifier = emulator.verifier
+        self.clock = emulator.clock
         self.faults = emulator.faults
         self.tls = emulator.tls
         self.idle_timeout_secs = emulator.idle_timeout_secs
@@ -150,6 +157,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
         pass
 
+    def date_time_string(self, timestamp=None):
+        # Every answer's Date is the emulator's clock: a client corrects its own from it.
+        return email.utils.formatdate(
+            self.server.clock() if timestamp is None else timestamp, usegmt=True
+        )
+
     def setup(self):
         self.timeout = self.server.idle_timeout_secs  # an idle or slow client is dropped
         super().setup()
@@ -183,7 +196,11 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path.startswith("/_emulator/"):
             return self._control(post, url)
         match = _TRACK_PATH.fullmatch(url.path)
-        if not match or (post and match.group(2) != "track"):
+        if (
+            not match
+            or (post and match.group(2) not in ("track", None))
+            or (not post and match.group(2) is None)
+        ):
             self._discard_body()
             raise Rejection(404, "InvalidPath", "no such resource")
         with self.server.store.request_in_flight():
@@ -208,7 +225,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise Rejection(404, "LogStoreNotExist", f"logstore {logstore[:64]} does not exist")
         query = parse_qsl(url.query, keep_blank_values=True)
         check_api_version(self.headers.get("x-log-apiversion"), dict(query).get("APIVersion"))
-        store.check_writable(project, logstore)
+        signed = post and ("Authorization" in self.headers or match.group(2) is None)
+        if signed:
+            if "Authorization" not in self.headers:
+                raise Rejection(
+                    401,
+                    "Unauthorized",
+                    "POST /logstores/{logstore} is signed: send Authorization "
+                    "(anonymous writes go to /logstores/{logstore}/track)",
+                )
+            self.server.verifier.verify(url.path, url.query, self.headers, bytes(body))
+        store.check_writable(project, logstore, signed)
         if post:
             raw = decompress(
                 body, self.headers.get("x-log-compresstype"), self.headers.get("x-log-bodyrawsize")
@@ -222,10 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
                 for header in ("User-Agent", "Referer"):
                     if self.headers.get(header):
                         payload.logs[0][header.lower()] = self.headers[header]
-        store.add(project, logstore, payload, len(body), int(time.time()), request_id)
+        received = int(self.server.clock())
+        store.add(project, logstore, payload, len(body), received, request_id, keep_time=signed)
         if fault == "slow":
             self.server.stopping.wait(faults.slow_secs)
-        if match.group(2) == "track":
+        if match.group(2) in ("track", None):
             self._answer(200, b"", request_id)
         else:
             self._answer(200, _PIXEL, request_id, "image/gif")
@@ -389,6 +417,11 @@ class Emulator:
       max_body_bytes_in_flight: request bodies held at once over all
         connections, with the raw size they declare (bytes); past it a
         request gets 503 ``ServerBusy`` unread, so memory stays bounded.
+      access_keys: AccessKey id → secret, for signed writes (v1 and v4 are
+        checked; an unknown key gets 401).
+      sts_tokens: AccessKey id → the STS token its signed requests must carry.
+      clock: the emulator's Unix time (a test may set it apart from the
+        client's, to check clock-skew recovery); answers carry it as ``Date``.
     """
 
     def __init__(
@@ -405,6 +438,9 @@ class Emulator:
         tls: ssl.SSLContext | None = None,
         idle_timeout_secs: float = IDLE_TIMEOUT_SECS,
         max_body_bytes_in_flight: int = MAX_BODY_BYTES_IN_FLIGHT,
+        access_keys: dict[str, str] | None = None,
+        sts_tokens: dict[str, str] | None = None,
+        clock=time.time,
     ):
         self.host = host
         self.tls = tls
@@ -412,6 +448,8 @@ class Emulator:
         self.max_body_bytes_in_flight = max_body_bytes_in_flight
         self.port = port
         self.checker = LogChecker(strict_keys, trust_logs)
+        self.clock = clock
+        self.verifier = Verifier(access_keys, sts_tokens, clock)
         self.store = Store(strict=strict, data_dir=data_dir, retain=retain_logs)
         self.faults = faults or FaultPlan()
         self._server: _Server | None = None
@@ -461,7 +499,8 @@ class Emulator:
         self.store.close()
 
     def create_logstore(self, project: str, logstore: str, web_tracking: bool = True) -> None:
-        """Declare a logstore; ``web_tracking=False`` makes writes to it answer 401."""
+        """Declare a logstore; ``web_tracking=False`` makes anonymous writes to it answer
+        401 (signed writes are still taken)."""
         self.store.create_logstore(project, logstore, web_tracking)
 
     def logs(self, project: str | None = None, logstore: str | None = None) -> list[StoredLog]:

@@ -24,8 +24,9 @@ MAX_OPEN_FILES = 64
 class StoredLog:
     """One accepted log as the service stores it.
 
-    ``time`` is the receive time in Unix seconds: like the real service, the
-    emulator replaces any ``__time__`` the client sent with it.
+    ``time`` is Unix seconds: the receive time for anonymous writes (like the
+    real service, the emulator replaces any ``__time__`` the client sent), or
+    the log's own ``__time__`` for signed writes.
     """
 
     project: str
@@ -73,8 +74,9 @@ class Store:
             self._tracking[(project, logstore)] = web_tracking
             self._logs.setdefault((project, logstore), [])
 
-    def check_writable(self, project: str, logstore: str) -> None:
-        """Raise the service's rejection if ``project``/``logstore`` cannot take a write."""
+    def check_writable(self, project: str, logstore: str, signed: bool = False) -> None:
+        """Raise the service's rejection if ``project``/``logstore`` cannot take a write
+        (``signed``: web tracking need not be on)."""
         key = (project, logstore)
         with self._lock:
             enabled = self._tracking.get(key)
@@ -86,7 +88,7 @@ class Store:
                         )
                     raise Rejection(404, "LogStoreNotExist", f"logstore {logstore} does not exist")
                 self._tracking[key] = enabled = True
-        if not enabled:
+        if not enabled and not signed:
             raise Rejection(
                 401, "Unauthorized", f"web tracking is not enabled for logstore {logstore}"
             )
@@ -119,8 +121,10 @@ class Store:
         body_bytes: int,
         received: int,
         request_id: str,
+        keep_time: bool = False,
     ) -> None:
-        """Store one accepted request's logs: all of them, or (on any error) none."""
+        """Store one accepted request's logs: all of them, or (on any error) none.
+        ``keep_time`` (a signed request): a log's numeric ``__time__`` is its time."""
         records = []
         lines = ""
         if self.retain or self.data_dir:  # a counting-only emulator keeps up with benchmarks
@@ -133,7 +137,7 @@ class Store:
                     payload.source,
                     tags,
                     {k: v for k, v in log.items() if k != "__time__"},
-                    received,
+                    _time_of(log, received) if keep_time else received,
                     request_id,
                 )
                 for log in payload.logs
@@ -257,3 +261,11 @@ def _read_data_file(path: Path) -> list[StoredLog] | None:
 def data_file(data_dir: str | os.PathLike, project: str, logstore: str) -> Path:
     """Where ``--data-dir`` keeps the logs of one logstore."""
     return Path(data_dir) / project / f"{logstore}.jsonl"
+
+
+def _time_of(log: dict, received: int) -> int:
+    """A signed log's ``__time__`` (Unix seconds, a number), else the receive time."""
+    value = log.get("__time__")
+    if value.__class__ in (int, float) and 0 <= value < 2**32:
+        return int(value)
+    return received
