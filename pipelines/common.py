@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 
 from sls_beam import METRICS_NAMESPACE, FailedLog, WriteToSLS
 from sls_beam.config import DEFAULT_MAX_BUFFERING_SECS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODE, MODES
+from sls_beam.signing import DEFAULT_SIGNATURE_VERSION, SIGNATURE_VERSIONS
 from sls_beam.wire import COMPRESSIONS, DEFAULT_COMPRESSION
 
 #: Metrics namespace of the example pipelines' own counters (lines read, …).
@@ -96,6 +97,28 @@ class SLSSinkOptions(PipelineOptions):
         )
         add_flag(
             parser,
+            "credentials",
+            choices=["env"],
+            help="sign each request with the AccessKey in ALIBABA_CLOUD_ACCESS_KEY_ID, "
+            "ALIBABA_CLOUD_ACCESS_KEY_SECRET (and ALIBABA_CLOUD_SECURITY_TOKEN), read on each "
+            "worker, so secrets stay out of the job; logs keep their __time__ "
+            "(default: anonymous web tracking)",
+        )
+        add_flag(
+            parser,
+            "signature-version",
+            default=DEFAULT_SIGNATURE_VERSION,
+            choices=SIGNATURE_VERSIONS,
+            help="with --credentials: v1 (HMAC-SHA1, as the official web SDK) or v4",
+        )
+        add_flag(
+            parser,
+            "sls-region",
+            help="with --signature-version v4: the SLS region, e.g. cn-hangzhou "
+            "(default: read from a regional --endpoint)",
+        )
+        add_flag(
+            parser,
             "progress-secs",
             type=float,
             default=DEFAULT_PROGRESS_SECS,
@@ -119,6 +142,9 @@ def sink_from_options(options: SLSSinkOptions, endpoint: str, project: str) -> W
         max_in_flight=options.max_in_flight,
         max_buffering_secs=options.max_buffering_secs,
         mode=options.sink_mode,
+        credentials=options.credentials,
+        signature_version=options.signature_version,
+        region=options.sls_region,
     )
 
 

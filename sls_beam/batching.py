@@ -3,6 +3,7 @@ into them, one open batch per log group, within the request limits and a memory 
 
 from __future__ import annotations
 
+import gc
 import pickle
 from bisect import bisect_right
 from collections import deque
@@ -143,8 +144,11 @@ class PackedElements(Sequence):
 
 
 def pack_run(elements: list) -> bytes | list:
-    """A run of elements pickled for :class:`PackedElements`; the list itself if pickle
-    refuses one of them (a value of the user's that cannot be pickled)."""
+    """A run of elements pickled for :class:`PackedElements`; the list itself when the
+    collector does not look at them (dicts of strings and numbers only: CPython leaves
+    them untracked) or pickle refuses one of them (a value of the user's)."""
+    if not any(map(gc.is_tracked, elements)):
+        return elements
     try:
         return pickle.dumps(elements, pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - whatever a user's __reduce__ raises

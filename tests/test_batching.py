@@ -7,7 +7,7 @@ import pytest
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from sls_beam.batching import Batch, KeyedBatcher, SentLogs
+from sls_beam.batching import Batch, KeyedBatcher, PackedElements, SentLogs
 from sls_beam.config import SLSWriteConfig
 from sls_beam.preparing import LogPreparer
 from sls_beam.wire import BatchLimits, LogGroup
@@ -103,6 +103,8 @@ def test_plain_logs_of_a_constant_group_ride_the_bulk_lane():
     logs_sent = [log for b in batches for log in sent(b)]
     assert len(logs_sent) == 999 and {"i": "820", "msg": "7"} in logs_sent
     assert [b.count for b in batches] == [100] * 9 + [99]  # full, in order
+    # Dicts of strings are not tracked by the garbage collector: kept as they are, unpacked.
+    assert type(batches[1].origins) is list and batches[1].element(0) is logs[100]
 
 
 class Line(dict):
@@ -127,7 +129,8 @@ def test_per_element_groups_ride_the_bulk_lane_and_failures_report_the_element()
     assert invalid == []
     by_source = {b.group.source: b for b in batches if b.count > 1}
     assert sorted(by_source) == ["host-0", "host-1", "host-2"]
-    assert all(b.logs is None for b in by_source.values())  # bulk: packed elements
+    assert all(b.logs is None for b in by_source.values())  # bulk
+    assert all(isinstance(b.origins, PackedElements) for b in by_source.values())  # pickled
     assert sent(by_source["host-1"])[0] == {
         "n": "1",
         "ok": "false",

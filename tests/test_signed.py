@@ -4,6 +4,7 @@ verifier; and the official web STS plugin, run in Node, as a second signer."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -186,7 +187,8 @@ def test_secrets_appear_in_no_repr_display_data_or_error():
         assert SECRET not in text and TOKEN not in text
 
 
-def test_write_to_sls_signs_with_credentials_from_the_worker_environment(monkeypatch):
+def test_write_to_sls_signs_with_credentials_from_the_worker_environment(monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", AKID)
     monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
     monkeypatch.setenv("ALIBABA_CLOUD_SECURITY_TOKEN", TOKEN)
@@ -207,6 +209,7 @@ def test_write_to_sls_signs_with_credentials_from_the_worker_environment(monkeyp
         assert sorted(int(log.contents["n"]) for log in stored) == list(range(600))
         # Each log's time is its element's timestamp.
         assert all(log.time == 1_600_000_000 + int(log.contents["n"]) for log in stored)
+    assert caplog.records and SECRET not in caplog.text and TOKEN not in caplog.text
 
 
 def _node_available() -> bool:
@@ -240,8 +243,8 @@ def _official_signed_request(emulator_endpoint: str, secret: str, logs, **group)
     return json.loads(out.stdout)
 
 
-def _send(emulator: Emulator, request: dict) -> requests.Response:
-    url = emulator.endpoint + "/logstores/" + LOGSTORE
+def _send(emulator: Emulator, request: dict, suffix: str = "") -> requests.Response:
+    url = emulator.endpoint + "/logstores/" + LOGSTORE + suffix
     headers = {**request["headers"], "Host": f"{PROJECT}.127.0.0.1"}
     return requests.post(url, data=request["body"].encode(), headers=headers, timeout=30)
 
@@ -266,6 +269,10 @@ def test_the_official_sts_plugins_request_is_accepted_and_a_wrong_secret_is_not(
         forged = _official_signed_request(emulator.endpoint, "not-the-secret", logs, **group)
         refused = _send(emulator, forged)
         assert (refused.status_code, refused.json()["errorCode"]) == (401, "SignatureNotMatch")
+        # /track with an Authorization header is checked too (here: signed for another path).
+        on_track = _send(emulator, official, "/track")
+        assert (on_track.status_code, on_track.json()["errorCode"]) == (401, "SignatureNotMatch")
+        assert len(emulator.logs()) == 2
     # compression="none" writes the official client's body, byte for byte.
     encoder = LogEncoder(log_time=True)
     ours = encode_request(
@@ -274,3 +281,30 @@ def test_the_official_sts_plugins_request_is_accepted_and_a_wrong_secret_is_not(
         "none",
     )
     assert ours.body == official["body"].encode()
+
+
+def test_the_backfill_signs_with_credentials_env_and_keeps_each_logs_time(tmp_path, monkeypatch):
+    from pipelines import files_to_sls
+
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", AKID)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
+    lines = [json.dumps({"n": n, "__time__": 1_650_000_000 + n}) for n in range(50)]
+    (tmp_path / "app.jsonl").write_text("\n".join(lines) + "\n")
+    with signed_emulator() as emulator:
+        emulator.create_logstore(PROJECT, LOGSTORE, web_tracking=False)
+        summary = files_to_sls.run(
+            [
+                "--input", str(tmp_path / "app.jsonl"),
+                "--endpoint", emulator.endpoint,
+                "--sls_project", PROJECT,
+                "--logstore", LOGSTORE,
+                "--credentials", "env",
+                "--signature-version", "v4",
+                "--sls-region", "cn-hangzhou",
+            ]
+        )  # fmt: skip
+        stored = emulator.logs(PROJECT, LOGSTORE)
+    assert summary["logs_written"] == 50
+    assert sorted((int(log.contents["n"]), log.time) for log in stored) == [
+        (n, 1_650_000_000 + n) for n in range(50)
+    ]

@@ -89,3 +89,20 @@ def test_yaml_error_output_gets_logs_the_service_refused(tmp_path):
         lines = run_yaml(yaml_spec(emulator.endpoint, tmp_path / "failed"), tmp_path)
     assert len(lines) == 2
     assert sum("LogStoreNotExist" in line and "HTTP 404" in line for line in lines) == 1
+
+
+def test_yaml_signed_writes_with_credentials_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI-yaml")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "yaml-secret")
+    spec = yaml_spec("ENDPOINT", tmp_path / "failed").replace(
+        "        error_handling:",
+        "        credentials: env\n"
+        "        signature_version: v4\n"
+        "        region: cn-hangzhou\n"
+        "        error_handling:",
+    )
+    with Emulator(access_keys={"LTAI-yaml": "yaml-secret"}) as emulator:
+        emulator.create_logstore(PROJECT, LOGSTORE, web_tracking=False)  # signed only
+        lines = run_yaml(spec.replace("ENDPOINT", emulator.endpoint), tmp_path)
+        assert [log.contents for log in emulator.logs()] == [{"message": "fine"}]
+    assert len(lines) == 1 and "InvalidLog" in lines[0]  # the key too long, as unsigned
