@@ -8,6 +8,8 @@ Endpoints:
   ``/track`` request that carries ``Authorization`` is checked too.
 - ``GET /logstores/{logstore}/track?APIVersion=0.6.0&k=v`` (also ``track.gif``
   and ``track_ua.gif``): one log from the query string.
+- ``OPTIONS`` anything: a browser's CORS preflight, answered as the service
+  answers browsers (every answer also carries ``Access-Control-Allow-Origin``).
 - ``GET /_emulator/logs?project=P&logstore=L``: stored logs as a JSON array.
 - ``GET /_emulator/stats``: counters as JSON.
 - ``POST /_emulator/faults``: JSON ``{"rates", "seed", "latency_secs",
@@ -55,6 +57,12 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
 #: request bodies held at once (with what they inflate to) are at most this (bytes).
 IDLE_TIMEOUT_SECS = 30.0
 MAX_BODY_BYTES_IN_FLIGHT = 128 * 1024 * 1024
+#: The request headers a browser may send (answered to a preflight that names none).
+CORS_ALLOWED_HEADERS = (
+    "authorization, content-type, content-md5, x-log-apiversion, x-log-bodyrawsize, "
+    "x-log-compresstype, x-log-date, x-log-signaturemethod, x-log-content-sha256, "
+    "x-acs-security-token"
+)
 _PIXEL = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c000000000100010000020144003b"
 )
@@ -96,6 +104,7 @@ class _Server(ThreadingHTTPServer):
         self.checker = emulator.checker
         self.verifier = emulator.verifier
         self.clock = emulator.clock
+        self.default_project = emulator.default_project
         self.faults = emulator.faults
         self.tls = emulator.tls
         self.idle_timeout_secs = emulator.idle_timeout_secs
@@ -167,8 +176,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.idle_timeout_secs  # an idle or slow client is dropped
         super().setup()
 
+    def version_string(self):
+        return self.server_version
+
     def do_POST(self):
         self._dispatch(post=True)
+
+    def do_OPTIONS(self):
+        """A CORS preflight: any origin may POST and GET with the protocol's headers."""
+        self._body_pending = "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
+        self._discard_body()
+        self.send_response(200)
+        requested = self.headers.get("Access-Control-Request-Headers")
+        self.send_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
+        self.send_header("Access-Control-Allow-Headers", requested or CORS_ALLOWED_HEADERS)
+        self.send_header("Access-Control-Max-Age", "86400")
+        self._cors_headers()
+        self.send_header("Content-Length", "0")
+        if self._body_pending:
+            self.close_connection = True
+        self.end_headers()
+
+    def _cors_headers(self) -> None:
+        origin = self.headers.get("Origin")
+        # The page's own origin (with credentials allowed), as a beacon sends cookies along.
+        self.send_header("Access-Control-Allow-Origin", origin or "*")
+        if origin:
+            self.send_header("Access-Control-Allow-Credentials", "true")
+            self.send_header("Vary", "Origin")
+        self.send_header("Access-Control-Expose-Headers", "x-log-requestid")
 
     def do_GET(self):
         self._dispatch(post=False)
@@ -263,11 +299,14 @@ class _Handler(BaseHTTPRequestHandler):
         if not host:
             raise Rejection(400, "MissingHost", "the Host header is required")
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if _is_address(name) and self.server.default_project:
+            return self.server.default_project
         if _is_address(name):
             raise Rejection(
                 404,
                 "ProjectNotExist",
-                "no project in the Host header: send Host: {project}.{endpoint}",
+                "no project in the Host header: send Host: {project}.{endpoint}, or start "
+                "the emulator with a default project (--default-project)",
             )
         project = name.split(".", 1)[0]
         if not _PROJECT.fullmatch(project):
@@ -358,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Access-Control-Allow-Origin", "*")
+        self._cors_headers()
         if request_id:
             self.send_header("x-log-requestid", request_id)
         if self._body_pending:
@@ -422,6 +461,12 @@ class Emulator:
       sts_tokens: AccessKey id → the STS token its signed requests must carry.
       clock: the emulator's Unix time (a test may set it apart from the
         client's, to check clock-skew recovery); answers carry it as ``Date``.
+      default_project: the project of requests whose ``Host`` names none (an
+        address such as ``127.0.0.1:8080``, as the web SDKs send to a custom
+        ``host``); without it they get 404 ``ProjectNotExist``.
+      memory_logs: keep at most this many logs of each logstore in memory
+        for :meth:`logs` (the newest); ``None`` keeps all. ``data_dir``
+        keeps every one.
     """
 
     def __init__(
@@ -441,6 +486,8 @@ class Emulator:
         access_keys: dict[str, str] | None = None,
         sts_tokens: dict[str, str] | None = None,
         clock=time.time,
+        default_project: str | None = None,
+        memory_logs: int | None = None,
     ):
         self.host = host
         self.tls = tls
@@ -450,7 +497,12 @@ class Emulator:
         self.checker = LogChecker(strict_keys, trust_logs)
         self.clock = clock
         self.verifier = Verifier(access_keys, sts_tokens, clock)
-        self.store = Store(strict=strict, data_dir=data_dir, retain=retain_logs)
+        if default_project is not None and not _PROJECT.fullmatch(default_project):
+            raise ValueError(f"default_project {default_project!r} is not a project name")
+        self.default_project = default_project
+        self.store = Store(
+            strict=strict, data_dir=data_dir, retain=retain_logs, memory_logs=memory_logs
+        )
         self.faults = faults or FaultPlan()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

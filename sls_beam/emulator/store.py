@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -50,17 +50,26 @@ class Store:
         ``{data_dir}/{project}/{logstore}.jsonl`` (one JSON object a line) and
         those files are loaded again at start, so results outlive the process.
       retain: keep logs in memory for :meth:`logs` (benchmarks turn it off).
+      memory_logs: keep at most this many logs of each logstore in memory (the
+        newest); ``None``: all of them. ``data_dir`` still keeps every log.
     """
 
-    def __init__(self, strict: bool = False, data_dir: str | None = None, retain: bool = True):
+    def __init__(
+        self,
+        strict: bool = False,
+        data_dir: str | None = None,
+        retain: bool = True,
+        memory_logs: int | None = None,
+    ):
         self.strict = strict
         self.data_dir = Path(data_dir) if data_dir else None
         self.retain = retain
+        self.memory_logs = memory_logs
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
         self._in_flight = 0
         self._tracking: dict[tuple[str, str], bool] = {}
-        self._logs: dict[tuple[str, str], list[StoredLog]] = {}
+        self._logs: dict[tuple[str, str], deque[StoredLog]] = {}
         self._files: OrderedDict[tuple[str, str], object] = OrderedDict()  # oldest first
         self.counters: Counter = Counter()
         self.rejections: Counter = Counter()
@@ -72,7 +81,7 @@ class Store:
         """Declare a logstore (needed in strict mode) and set its web tracking switch."""
         with self._lock:
             self._tracking[(project, logstore)] = web_tracking
-            self._logs.setdefault((project, logstore), [])
+            self._kept((project, logstore))
 
     def check_writable(self, project: str, logstore: str, signed: bool = False) -> None:
         """Raise the service's rejection if ``project``/``logstore`` cannot take a write
@@ -156,8 +165,15 @@ class Store:
             self.counters["raw_bytes"] += payload.raw_bytes
             self.counters["body_bytes"] += body_bytes
             if self.retain:
-                self._logs.setdefault((project, logstore), []).extend(records)
+                self._kept((project, logstore)).extend(records)
             self._arrived.notify_all()
+
+    def _kept(self, key: tuple[str, str]) -> deque[StoredLog]:
+        """The logs of one logstore kept in memory (the newest ``memory_logs``)."""
+        kept = self._logs.get(key)
+        if kept is None:
+            kept = self._logs[key] = deque(maxlen=self.memory_logs)
+        return kept
 
     def wait_for_logs(
         self, count: int, timeout: float, where: Callable[[StoredLog], bool] | None = None
@@ -238,7 +254,7 @@ class Store:
             self._tracking.setdefault(key, True)
             self.counters["logs"] += len(records)
             if self.retain:
-                self._logs.setdefault(key, []).extend(records)
+                self._kept(key).extend(records)
 
 
 def _read_data_file(path: Path) -> list[StoredLog] | None:
