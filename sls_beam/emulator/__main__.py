@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         "--tls",
         action="store_true",
         help="serve HTTPS with a self-signed certificate made at start (for 127.0.0.1, "
-        "localhost and *.localhost); its path is printed, for verify= or NODE_EXTRA_CA_CERTS",
+        "localhost, *.localhost and *.sls.localhost: give the web SDKs host "
+        "sls.localhost:PORT); its path is printed, for verify= or NODE_EXTRA_CA_CERTS",
     )
     parser.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
     parser.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")

@@ -186,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
         """A CORS preflight: any origin may POST and GET with the protocol's headers."""
         self._body_pending = "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
         self._discard_body()
+        self.server.store.bump("counters", "preflights")
         self.send_response(200)
         requested = self.headers.get("Access-Control-Request-Headers")
         self.send_header("Access-Control-Allow-Methods", "POST, GET, OPTIONS")
@@ -567,7 +568,7 @@ class Emulator:
 
     def stats(self) -> dict:
         """Counters: requests, accepted_requests, logs, raw_bytes, body_bytes,
-        max_concurrent_requests, rejections by errorCode, faults by kind; and
+        max_concurrent_requests, preflights (CORS), rejections by errorCode, faults by kind; and
         body_bytes_held: request bytes held right now (see ``max_body_bytes_in_flight``)."""
         server = self._server
         return {**self.store.stats(), "body_bytes_held": server.budget.held if server else 0}

@@ -220,6 +220,7 @@ class Store:
                         "raw_bytes",
                         "body_bytes",
                         "max_concurrent_requests",
+                        "preflights",
                     )
                 },
                 "rejections": dict(self.rejections),

@@ -9,8 +9,11 @@ from pathlib import Path
 
 
 def make_self_signed_certificate(folder: str | None = None) -> tuple[str, str]:
-    """Write a new certificate (and its key) for ``127.0.0.1``, ``::1``, ``localhost`` and
-    ``*.localhost`` (the web SDKs' ``https://{project}.{host}``); return their paths.
+    """Write a new certificate (and its key) for ``127.0.0.1``, ``::1``, ``localhost``,
+    ``*.localhost`` and ``*.sls.localhost``; return their paths. The web SDKs write to
+    ``https://{project}.{host}``: with ``host`` ``sls.localhost:PORT`` that name is
+    ``{project}.sls.localhost``, which browsers resolve to loopback and every TLS client
+    matches (some refuse a wildcard right under a top-level name such as ``*.localhost``).
 
     The certificate is its own CA: trust it with ``verify=PATH`` (requests) or
     ``NODE_EXTRA_CA_CERTS=PATH`` (Node). It is valid for 30 days.
@@ -30,6 +33,8 @@ def make_self_signed_certificate(folder: str | None = None) -> tuple[str, str]:
         x509.IPAddress(ipaddress.ip_address("::1")),
         x509.DNSName("localhost"),
         x509.DNSName("*.localhost"),
+        x509.DNSName("sls.localhost"),
+        x509.DNSName("*.sls.localhost"),
     ]
     certificate = (
         x509.CertificateBuilder()
