@@ -91,40 +91,17 @@ class Batch:
         )
 
 
-class SentLogs(Sequence):
-    """The origins of logs buffered in Beam state: the logs as sent, decoded when read."""
+class _Runs(Sequence):
+    """Items kept a run at a time (each run stored compactly), a run unpacked when one
+    of its items is first read: the origins of a batch, read only when it fails."""
 
-    def __init__(self, logs: Sequence[bytes]):
-        self._logs = logs
-
-    def __len__(self) -> int:
-        return len(self._logs)
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return SentLogs(self._logs[index])
-        return orjson.loads(self._logs[index])
-
-
-class PackedElements(Sequence):
-    """Elements kept pickled, a run at a time, and unpickled only when read (a failure).
-
-    A batch waits for its answer while thousands more logs arrive; holding its
-    elements as dicts would have Python's garbage collector move them all to
-    its oldest generation and traverse the whole heap again and again
-    (measured: ~5 µs a log, a third of the sink's time). Pickled, a run of
-    elements is one bytes object the collector never looks at, and less memory.
-
-    Args:
-      runs: each run's elements, pickled by :func:`pack_run` (or a list, kept
-        as it is when pickle refused one of them).
-      counts: how many elements each run holds.
-    """
-
-    def __init__(self, runs: Sequence[bytes | list], counts: Sequence[int]):
+    def __init__(self, runs: Sequence, counts: Sequence[int]):
         self._runs = runs
         self._ends = list(accumulate(counts))
         self._unpacked: dict[int, list] = {}
+
+    def _unpack(self, run) -> list:
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return self._ends[-1] if self._ends else 0
@@ -135,12 +112,36 @@ class PackedElements(Sequence):
         if index < 0:
             index += len(self)
         run = bisect_right(self._ends, index)
-        elements = self._runs[run]
-        if elements.__class__ is bytes:
-            if run not in self._unpacked:
-                self._unpacked[run] = pickle.loads(elements)
-            elements = self._unpacked[run]
-        return elements[index - (self._ends[run - 1] if run else 0)]
+        if run not in self._unpacked:
+            self._unpacked[run] = self._unpack(self._runs[run])
+        return self._unpacked[run][index - (self._ends[run - 1] if run else 0)]
+
+
+class SentChunks(_Runs):
+    """The origins of logs buffered in Beam state, in chunks (each a run of logs' JSON
+    joined by commas, and its count): the logs as sent, a chunk decoded when first read."""
+
+    def _unpack(self, chunk: bytes) -> list:
+        return orjson.loads(b"[" + chunk + b"]")
+
+
+class PackedElements(_Runs):
+    """Elements kept pickled, a run at a time, and unpickled only when read (a failure).
+
+    A batch waits for its answer while thousands more logs arrive; holding its
+    elements as dicts would have Python's garbage collector move them all to
+    its oldest generation and traverse the whole heap again and again
+    (measured: ~5 µs a log, a third of the sink's time). Pickled, a run of
+    elements is one bytes object the collector never looks at, and less memory.
+
+    Args:
+      runs: each run's elements, pickled by :func:`pack_run` (or a list, kept
+        as it is when the collector ignores them or pickle refused one).
+      counts: how many elements each run holds.
+    """
+
+    def _unpack(self, run: bytes | list) -> list:
+        return pickle.loads(run) if run.__class__ is bytes else run
 
 
 def pack_run(elements: list) -> bytes | list:

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 import apache_beam as beam
 import orjson
 from apache_beam import pvalue
-from apache_beam.coders import BytesCoder, VarIntCoder
+from apache_beam.coders import BytesCoder, TupleCoder, VarIntCoder
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
     BagStateSpec,
@@ -20,12 +21,12 @@ from apache_beam.transforms.userstate import (
     on_timer,
 )
 from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
 
-from sls_beam.batching import Added, Batch, KeyedBatcher, SentLogs
+from sls_beam.batching import Added, Batch, KeyedBatcher, SentChunks
 from sls_beam.config import FAILED_TAG, SLSWriteConfig, display_data
-from sls_beam.errors import InvalidLogError
 from sls_beam.memo import Memo
-from sls_beam.metrics import SinkMetrics
+from sls_beam.metrics import METRICS_NAMESPACE, SinkMetrics
 from sls_beam.outputs import BatchWriter, refused
 from sls_beam.preparing import LogPreparer
 from sls_beam.wire import BatchLimits, LogGroup
@@ -109,7 +110,13 @@ class WriteInBundleFn(SinkDoFn):
 
 
 class PrepareForStateFn(SinkDoFn):
-    """Unbounded input, step 1: encode each log and key it by (group, shard)."""
+    """Unbounded input, step 1: batch the bundle's logs per (group, window) into chunks,
+    keyed by (group, shard), as the bundle path batches them (the bulk lane included).
+
+    A chunk leaves when it is full (the batch limits) and at the end of the bundle,
+    so the stateful step adds, counts and flushes chunks, not logs: a few state
+    operations a chunk instead of five a log.
+    """
 
     def setup(self):
         self._preparer = LogPreparer(self._config)
@@ -117,14 +124,51 @@ class PrepareForStateFn(SinkDoFn):
         # while several workers spread over up to num_shards keys.
         shard = random.randrange(self._config.num_shards)
         self._keys = Memo(lambda group: _group_key(group, shard))
+        self._needs_time = self._preparer.needs_event_time
 
-    def process(self, element, timestamp=beam.DoFn.TimestampParam):
-        try:
-            group, data = self._preparer.prepare(element, timestamp)
-        except InvalidLogError as e:
-            yield pvalue.TaggedOutput(FAILED_TAG, refused(self._metrics, element, e))
-            return
-        yield self._keys[group], data
+    def start_bundle(self):
+        self._batchers: dict = {}  # window → (batcher, earliest element timestamp)
+
+    def process(self, element, windowed_value=beam.DoFn.WindowedValueParam):
+        timestamp = windowed_value.timestamp if self._needs_time else None
+        for window in windowed_value.windows:
+            batcher = self._batcher_of(window, windowed_value.timestamp)
+            added = batcher.add(element, element, timestamp)
+            if added is not None:
+                yield from self._outputs_of(batcher, added)
+
+    def finish_bundle(self):
+        for batcher, _ in self._batchers.values():
+            yield from self._outputs_of(batcher, batcher.drain())
+
+    def _batcher_of(self, window, timestamp) -> KeyedBatcher:
+        entry = self._batchers.get(window)
+        if entry is None:
+            config = self._config
+            entry = self._batchers[window] = [
+                KeyedBatcher(
+                    self._preparer,
+                    config.limits(),
+                    config.max_buffered_bytes,
+                    WindowedValue(None, timestamp, [window]),
+                ),
+                timestamp,
+            ]
+        elif timestamp < entry[1]:
+            entry[1] = timestamp
+        return entry[0]
+
+    def _outputs_of(self, batcher: KeyedBatcher, added: Added) -> Iterator:
+        for element, origin, error in added.invalid:
+            failed = refused(self._metrics, element, error)
+            yield pvalue.TaggedOutput(FAILED_TAG, batcher.in_window(origin, failed))
+        for batch in added.batches:
+            # At the earliest timestamp of the window's elements in this bundle: never
+            # later than a log it holds, so the stateful step's window end waits for it.
+            [window] = batch.window.windows
+            earliest = self._batchers[window][1]
+            chunk = (self._keys[batch.group], (batch.joined, batch.count))
+            yield WindowedValue(chunk, earliest, [window])
 
 
 def _group_key(group: LogGroup, shard: int) -> str:
@@ -137,17 +181,19 @@ def _group_of_key(key: str) -> LogGroup:
 
 
 class BufferInStateFn(beam.DoFn):
-    """Unbounded input, step 2: buffer per key until count, bytes, time or window end.
+    """Unbounded input, step 2: buffer chunks per key until count, bytes, time or window end.
 
-    Flushes *before* a log that would overflow the batch (so batches respect
-    both limits), when it holds ``max_batch_logs``, ``max_buffering_secs``
-    after its first log (processing time, from the injectable ``clock``), and
-    when the window closes.
+    A chunk that would overflow the buffered batch is split: its first logs fill
+    the batch, which is flushed, and the rest starts the next (so batches are
+    full and respect both limits); a batch is flushed as soon as it holds
+    ``max_batch_logs``, ``max_buffering_secs`` after its first chunk
+    (processing time, from the injectable ``clock``), and when the window
+    closes. Per chunk: one read and one write of the counts, one add to the
+    bag (and two timers for a batch's first chunk).
     """
 
-    LOGS = BagStateSpec("logs", BytesCoder())
-    COUNT = ReadModifyWriteStateSpec("count", VarIntCoder())
-    SIZE = ReadModifyWriteStateSpec("bytes", VarIntCoder())
+    CHUNKS = BagStateSpec("chunks", TupleCoder((BytesCoder(), VarIntCoder())))
+    PENDING = ReadModifyWriteStateSpec("pending", TupleCoder((VarIntCoder(), VarIntCoder())))
     WINDOW_END = TimerSpec("window_end", TimeDomain.WATERMARK)
     STALE = TimerSpec("stale", TimeDomain.REAL_TIME)
 
@@ -156,53 +202,84 @@ class BufferInStateFn(beam.DoFn):
         self._max_buffering_secs = max_buffering_secs
         self._clock = clock
         self._rooms = Memo(lambda key: limits.room(_group_of_key(key)))
+        self._state_operations = Metrics.counter(METRICS_NAMESPACE, "state_operations")
+        self._chunks = Metrics.counter(METRICS_NAMESPACE, "chunks_buffered")
 
     def process(
         self,
         element,
         window=beam.DoFn.WindowParam,
-        logs=beam.DoFn.StateParam(LOGS),
-        count=beam.DoFn.StateParam(COUNT),
-        size=beam.DoFn.StateParam(SIZE),
+        chunks=beam.DoFn.StateParam(CHUNKS),
+        pending=beam.DoFn.StateParam(PENDING),
         window_end=beam.DoFn.TimerParam(WINDOW_END),
         stale=beam.DoFn.TimerParam(STALE),
     ):
-        key, log = element
-        n, nbytes = count.read() or 0, size.read() or 0
-        if n and not self._limits.fits(n, nbytes, len(log), self._rooms[key]):
-            yield from self._flush(key, logs, count, size, stale)
-            n = nbytes = 0
-        if n == 0:
-            window_end.set(window.max_timestamp())
-            if self._max_buffering_secs:
-                stale.set(self._clock() + self._max_buffering_secs)
-        logs.add(log)
-        count.write(n + 1)
-        size.write(nbytes + len(log))
-        if n + 1 >= self._limits.max_logs:
-            yield from self._flush(key, logs, count, size, stale)
+        key, (joined, count) = element
+        room = self._rooms[key]
+        n, nbytes = pending.read() or (0, 0)
+        operations = 3
+        self._chunks.inc()
+        while True:
+            if n and not self._limits.fits(n, nbytes, len(joined), room, count):
+                # Fill the batch with the chunk's first logs, flush it, keep the rest.
+                head, head_count, joined, count = self._split(joined, n, nbytes, room)
+                if head_count:
+                    chunks.add((head, head_count))
+                    operations += 1
+                yield from self._flush(key, chunks, pending, stale)
+                n = nbytes = 0
+                continue
+            if n == 0:
+                window_end.set(window.max_timestamp())
+                operations += 1
+                if self._max_buffering_secs:
+                    stale.set(self._clock() + self._max_buffering_secs)
+                    operations += 1
+            chunks.add((joined, count))
+            n, nbytes = n + count, nbytes + len(joined) - (count - 1)  # bytes without commas
+            break
+        self._state_operations.inc(operations)
+        if n >= self._limits.max_logs:
+            yield from self._flush(key, chunks, pending, stale)
+        else:
+            pending.write((n, nbytes))
+
+    def _split(
+        self, joined: bytes, n: int, nbytes: int, room: int
+    ) -> tuple[bytes, int, bytes, int]:
+        """The first logs of a chunk that fit beside ``n`` logs of ``nbytes``, and the rest
+        (each part: JSON joined by commas, count). The logs are read back as sent and
+        written again by orjson, which gives the same bytes (a split happens at most
+        once a batch)."""
+        logs = list(map(orjson.dumps, orjson.loads(b"[" + joined + b"]")))
+        taken = 0
+        for log in logs:
+            if not self._limits.fits(n + taken, nbytes, len(log), room):
+                break
+            nbytes += len(log)
+            taken += 1
+        head, rest = logs[:taken], logs[taken:]
+        return b",".join(head), len(head), b",".join(rest), len(rest)
 
     @on_timer(WINDOW_END)
     @on_timer(STALE)
     def on_window_end_or_stale(
         self,
         key=beam.DoFn.KeyParam,
-        logs=beam.DoFn.StateParam(LOGS),
-        count=beam.DoFn.StateParam(COUNT),
-        size=beam.DoFn.StateParam(SIZE),
+        chunks=beam.DoFn.StateParam(CHUNKS),
+        pending=beam.DoFn.StateParam(PENDING),
         stale=beam.DoFn.TimerParam(STALE),
     ):
-        yield from self._flush(key, logs, count, size, stale)
+        yield from self._flush(key, chunks, pending, stale)
 
-    @staticmethod
-    def _flush(key, logs, count, size, stale):
-        buffered = list(logs.read())
+    def _flush(self, key, chunks, pending, stale):
+        buffered = list(chunks.read())
         if buffered:
             yield key, buffered
-        logs.clear()
-        count.clear()
-        size.clear()
+        chunks.clear()
+        pending.clear()
         stale.clear()
+        self._state_operations.inc(4)
 
 
 class SendFromStateFn(SinkDoFn):
@@ -213,8 +290,11 @@ class SendFromStateFn(SinkDoFn):
         self._groups = Memo(_group_of_key)
 
     def process(self, element, windowed_value=beam.DoFn.WindowedValueParam):
-        key, logs = element
-        self._writer.submit(Batch.of(self._groups[key], logs, SentLogs(logs), windowed_value))
+        key, buffered = element
+        chunks, counts = zip(*buffered, strict=True)
+        origins = SentChunks(chunks, counts)
+        batch = Batch(self._groups[key], b",".join(chunks), origins, windowed_value)
+        self._writer.submit(batch)
         yield from self._writer.collect(keep=self._config.max_in_flight)
 
     def finish_bundle(self):

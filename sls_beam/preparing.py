@@ -118,6 +118,12 @@ class LogPreparer:
         return data
 
     @property
+    def needs_event_time(self) -> bool:
+        """Whether an element's timestamp goes into its log (``event_time_key``, or the
+        ``__time__`` of a signed write)."""
+        return self._needs_event_time
+
+    @property
     def takes_bulk(self) -> bool:
         """Whether logs may be encoded in bulk (:meth:`encode_many`): not when each
         needs its own event time."""

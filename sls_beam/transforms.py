@@ -265,7 +265,7 @@ class WriteToSLS(beam.PTransform):
             )
             return WriteToSLSResult(outputs[WRITTEN_TAG], outputs[FAILED_TAG])
         prepared = pcoll | "Prepare" >> beam.ParDo(PrepareForStateFn(config)).with_output_types(
-            tuple[str, bytes]
+            tuple[str, tuple[bytes, int]]
         ).with_outputs(FAILED_TAG, main="logs")
         sent = (
             prepared["logs"]

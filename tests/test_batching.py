@@ -7,7 +7,7 @@ import pytest
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from sls_beam.batching import Batch, KeyedBatcher, PackedElements, SentLogs
+from sls_beam.batching import Batch, KeyedBatcher, PackedElements, SentChunks
 from sls_beam.config import SLSWriteConfig
 from sls_beam.preparing import LogPreparer
 from sls_beam.wire import BatchLimits, LogGroup
@@ -182,9 +182,12 @@ def test_halves_are_new_batches_and_the_batch_is_unchanged():
 
 
 def test_logs_buffered_in_state_are_reported_as_sent():
-    logs = [b'{"a":"1"}', b'{"b":"2"}']
+    chunks = [b'{"a":"1"},{"a":"2"}', b'{"b":"3"}']
     window = WindowedValue(None, 5, [IntervalWindow(0, 10)])
-    batch = Batch.of(LogGroup.of("t"), logs, SentLogs(logs), window)
-    assert batch.element(1) == {"b": "2"}
+    origins = SentChunks(chunks, [2, 1])
+    batch = Batch(LogGroup.of("t"), b",".join(chunks), origins, window)
+    assert (batch.count, batch.element(1), batch.element(2)) == (3, {"a": "2"}, {"b": "3"})
     assert batch.in_window(1, "x").timestamp == window.timestamp
-    assert batch.halves()[1].element(0) == {"b": "2"}
+    first, second = batch.halves()  # each log on its own again, as it was sent
+    assert (first.joined, second.joined) == (b'{"a":"1"}', b'{"a":"2"},{"b":"3"}')
+    assert second.element(1) == {"b": "3"}

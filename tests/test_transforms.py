@@ -447,3 +447,38 @@ def test_a_batch_the_service_refuses_is_split_until_the_bad_logs_stand_alone():
         delivered = sorted(int(log.contents["i"]) for log in emulator.logs())
     assert delivered == [i for i in range(150) if i not in (10, 120)]
     assert metrics["split_batches"] >= 2
+
+
+def test_streaming_failures_after_chunking_come_out_in_their_windows():
+    """Logs refused by the service after they were chunked and buffered are reported in
+    their own window (two windows here, each with a bad log in a chunk of good ones)."""
+    _REPORTED.clear()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    stream = test_stream.TestStream().advance_watermark_to(0)
+    for start in (0, 60):
+        logs = [{"n": start + i} for i in range(20)] + [{"user.id": "x", "n": start + 99}]
+        stream = stream.add_elements([TimestampedValue(log, start + 1) for log in logs])
+    stream = stream.advance_watermark_to_infinity()
+    with Emulator(strict_keys=True) as emulator:
+        with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
+            result = (
+                p
+                | stream
+                | beam.WindowInto(FixedWindows(60))
+                | sink(emulator, clock=FakeClock(), num_shards=1, max_batch_logs=8)
+            )
+            # The streaming DirectRunner runs in this process: the outputs are gathered here.
+            _ = result.failed | beam.Map(_report)
+        stored = sorted(int(log.contents["n"]) for log in emulator.logs())
+    assert stored == [*range(20), *range(60, 80)]
+    assert sorted(_REPORTED) == [(99, 0), (159, 60)]
+    for batch in requests_by_id(emulator.logs()).values():
+        assert len(batch) <= 8
+
+
+_REPORTED: list = []
+
+
+def _report(failed: FailedLog, window=beam.DoFn.WindowParam) -> None:
+    _REPORTED.append((int(failed.log["n"]), window.start))
