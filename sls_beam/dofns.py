@@ -20,7 +20,8 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.transforms.window import GlobalWindow, GlobalWindows
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from sls_beam.batching import Added, Batch, KeyedBatcher, SentChunks
@@ -33,6 +34,7 @@ from sls_beam.wire import BatchLimits, LogGroup
 
 #: The WindowedValue of a log in the global window, without an event time.
 _GLOBAL = GlobalWindows.windowed_value(None)
+_GLOBAL_WINDOW = GlobalWindow()
 
 
 class SinkDoFn(beam.DoFn):
@@ -118,22 +120,42 @@ class PrepareForStateFn(SinkDoFn):
     operations a chunk instead of five a log.
     """
 
+    def __init__(self, config: SLSWriteConfig, windowed: bool):
+        super().__init__(config)
+        self._needs_time = bool(config.event_time_key) or config.signed
+        if windowed:
+            self.process = self.process_windowed
+        elif self._needs_time:
+            self.process = self.process_timestamped
+
     def setup(self):
         self._preparer = LogPreparer(self._config)
         # One shard per DoFn instance: a worker's logs share a key (full batches),
         # while several workers spread over up to num_shards keys.
         shard = random.randrange(self._config.num_shards)
         self._keys = Memo(lambda group: _group_key(group, shard))
-        self._needs_time = self._preparer.needs_event_time
 
     def start_bundle(self):
-        self._batchers: dict = {}  # window → (batcher, earliest element timestamp)
+        self._batchers: dict = {}  # window → [batcher, earliest element timestamp]
 
-    def process(self, element, windowed_value=beam.DoFn.WindowedValueParam):
-        timestamp = windowed_value.timestamp if self._needs_time else None
+    def process(self, element):
+        """Global-window input, no event time wanted: one batcher, nothing asked of Beam
+        (chunks, and failed logs, carry the minimum timestamp, as on the bundle path)."""
+        batcher = self._batcher_of(_GLOBAL_WINDOW, MIN_TIMESTAMP)
+        added = batcher.add(element, element)
+        return () if added is None else list(self._outputs_of(batcher, added))
+
+    def process_timestamped(self, element, timestamp=beam.DoFn.TimestampParam):
+        batcher = self._batcher_of(_GLOBAL_WINDOW, MIN_TIMESTAMP)
+        added = batcher.add(element, element, timestamp)
+        return () if added is None else list(self._outputs_of(batcher, added))
+
+    def process_windowed(self, element, windowed_value=beam.DoFn.WindowedValueParam):
+        timestamp = windowed_value.timestamp
+        event_time = timestamp if self._needs_time else None
         for window in windowed_value.windows:
-            batcher = self._batcher_of(window, windowed_value.timestamp)
-            added = batcher.add(element, element, timestamp)
+            batcher = self._batcher_of(window, timestamp)
+            added = batcher.add(element, element, event_time)
             if added is not None:
                 yield from self._outputs_of(batcher, added)
 
@@ -143,6 +165,8 @@ class PrepareForStateFn(SinkDoFn):
 
     def _batcher_of(self, window, timestamp) -> KeyedBatcher:
         entry = self._batchers.get(window)
+        if entry is not None and entry[1] is MIN_TIMESTAMP:  # the global window's
+            return entry[0]
         if entry is None:
             config = self._config
             entry = self._batchers[window] = [

@@ -264,9 +264,10 @@ class WriteToSLS(beam.PTransform):
                 FAILED_TAG, main=WRITTEN_TAG
             )
             return WriteToSLSResult(outputs[WRITTEN_TAG], outputs[FAILED_TAG])
-        prepared = pcoll | "Prepare" >> beam.ParDo(PrepareForStateFn(config)).with_output_types(
-            tuple[str, tuple[bytes, int]]
-        ).with_outputs(FAILED_TAG, main="logs")
+        windowed = not isinstance(pcoll.windowing.windowfn, GlobalWindows)
+        prepared = pcoll | "Prepare" >> beam.ParDo(
+            PrepareForStateFn(config, windowed)
+        ).with_output_types(tuple[str, tuple[bytes, int]]).with_outputs(FAILED_TAG, main="logs")
         sent = (
             prepared["logs"]
             | "Buffer"

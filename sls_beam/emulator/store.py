@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -26,7 +27,9 @@ class StoredLog:
 
     ``time`` is Unix seconds: the receive time for anonymous writes (like the
     real service, the emulator replaces any ``__time__`` the client sent), or
-    the log's own ``__time__`` for signed writes.
+    the log's own ``__time__`` for signed writes. ``arrived`` is when the
+    emulator stored it (Unix seconds, to the microsecond): latency benchmarks
+    read it.
     """
 
     project: str
@@ -37,6 +40,7 @@ class StoredLog:
     contents: dict
     time: int
     request_id: str
+    arrived: float = 0.0
 
 
 class Store:
@@ -136,6 +140,7 @@ class Store:
         ``keep_time`` (a signed request): a log's numeric ``__time__`` is its time."""
         records = []
         lines = ""
+        arrived = time.time()
         if self.retain or self.data_dir:  # a counting-only emulator keeps up with benchmarks
             tags = {str(k): str(v) for k, v in payload.tags.items()}
             records = [
@@ -148,6 +153,7 @@ class Store:
                     {k: v for k, v in log.items() if k != "__time__"},
                     _time_of(log, received) if keep_time else received,
                     request_id,
+                    arrived,
                 )
                 for log in payload.logs
             ]
