@@ -45,3 +45,27 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
     steps = figures["per_log_breakdown_us"]
     assert {"beam floor", "encoding", "packing", "preparing", "the rest"} <= set(steps)
     assert abs(sum(v for k, v in steps.items() if k != "total") - steps["total"]) < 0.05
+
+
+def test_the_streaming_benchmark_runs_every_part(tmp_path):
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.streaming",
+        "--logs=300",
+        "--topics=3000",
+        "--rate=50",
+        "--secs=2",
+        "--stateful-rate=20",
+        f"--out={tmp_path}",
+    ]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    figures = json.loads((tmp_path / "streaming.json").read_text())
+    bundles = {row["bundle_elements"]: row for row in figures["bundles"]}
+    assert sorted(bundles) == [10, 100, 1000]
+    # A chunk a bundle reaches Beam state: fewer state operations a log as bundles grow.
+    assert bundles[10]["logs_per_chunk"] == 10 and bundles[100]["logs_per_chunk"] == 100
+    assert bundles[100]["state_operations_per_log"] < bundles[10]["state_operations_per_log"]
+    assert figures["many_topics"][-1]["logs"] == 3000
+    for row in figures["latency"]:
+        assert "skipped" in row or (row["all_arrived"] and row["p99_secs"] >= row["p50_secs"])
