@@ -9,7 +9,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import Any, NamedTuple
 
 import orjson
@@ -167,7 +167,9 @@ class Added(NamedTuple):
 #: Elements of the bulk lane wait, over all groups, until there are this many;
 #: then they are encoded and packed. Few enough that they are still young for
 #: the garbage collector when they go (its first generation is 700 new objects,
-#: its second ten times that: a few hundred to a few thousand logs).
+#: its second ten times that: a few hundred to a few thousand logs). Dicts of
+#: strings and numbers only, which the collector does not track, wait for a
+#: batch's worth (``max_logs``), encoded by one orjson call.
 WAITING_LOGS = 256
 
 #: An element timestamp at or before this is none (Beam's MIN_TIMESTAMP): it leaves a
@@ -266,6 +268,9 @@ class KeyedBatcher:
         self._bulk = window is not None and preparer.takes_bulk
         self._waiting: dict[LogGroup, tuple[list, list]] = {}  # elements, contents
         self._waiting_count = 0
+        self._waiting_limit = WAITING_LOGS
+        self._static_group = preparer.static_group
+        self._static_waiting: tuple[list, list] | None = None
         self.buffered_bytes = 0
 
     def add(self, element: Any, origin: Any, timestamp=None) -> Added | None:
@@ -276,20 +281,43 @@ class KeyedBatcher:
         """
         if (
             self._bulk
-            and _is_plain_dict(element.__class__)
+            and (element.__class__ is dict or _is_plain_dict(element.__class__))
             and (timestamp is None or timestamp.micros <= _NO_TIME)
         ):
-            try:
-                group, content = self._preparer.group_of(element)
-            except InvalidLogError as e:
-                return Added([], [(element, origin, e)])
-            waiting = self._waiting.get(group)
-            if waiting is None:
-                waiting = self._waiting[group] = ([], [])
-            waiting[0].append(element)
-            waiting[1].append(content)
+            if (
+                self._static_group is not None
+                and "__topic__" not in element
+                and "__source__" not in element
+                and "__tags__" not in element
+            ):
+                # The common case, in few operations: the constant group, the element
+                # its own content (one list holds both).
+                waiting = self._static_waiting
+                if waiting is not None:
+                    waiting[0].append(element)
+                elif self._static_group in self._waiting:  # apart: a log named it itself
+                    waiting = self._waiting[self._static_group]
+                    waiting[0].append(element)
+                    waiting[1].append(element)
+                else:
+                    same = [element]
+                    self._static_waiting = self._waiting[self._static_group] = (same, same)
+            else:
+                try:
+                    group, content = self._preparer.group_of(element)
+                except InvalidLogError as e:
+                    return Added([], [(element, origin, e)])
+                waiting = self._waiting.get(group)
+                if waiting is None or waiting[0] is waiting[1]:
+                    waiting = self._waiting[group] = (
+                        ([], []) if waiting is None else (waiting[0], list(waiting[1]))
+                    )
+                    if group == self._static_group:  # the constant group, by a log's own fields
+                        self._static_waiting = None
+                waiting[0].append(element)
+                waiting[1].append(content)
             self._waiting_count += 1
-            if self._waiting_count >= WAITING_LOGS:
+            if self._waiting_count >= self._waiting_limit:
                 return self._encode_waiting()
             return None
         try:
@@ -302,7 +330,7 @@ class KeyedBatcher:
 
     def drain(self) -> Added:
         """Close and return everything buffered."""
-        added = self._encode_waiting()
+        added = self._encode_waiting(draining=True)
         added.batches.extend(self._close(group) for group in list(self._open))
         return added
 
@@ -310,9 +338,20 @@ class KeyedBatcher:
         """``value`` in the window of the element that ``origin`` stands for."""
         return in_window(origin, self._window, value)
 
-    def _encode_waiting(self) -> Added:
+    def _encode_waiting(self, draining: bool = False) -> Added | None:
+        if (
+            not draining
+            and self._waiting_limit < self._limits.max_logs
+            and not any(
+                map(gc.is_tracked, chain.from_iterable(e for e, _ in self._waiting.values()))
+            )
+        ):
+            self._waiting_limit = self._limits.max_logs  # untracked: they may wait for more
+            return None
+        self._waiting_limit = WAITING_LOGS
         added = Added([], [])
         waiting, self._waiting, self._waiting_count = self._waiting, {}, 0
+        self._static_waiting = None
         if not waiting:
             return added
         encoded = self._preparer.encode_runs([contents for _, contents in waiting.values()])

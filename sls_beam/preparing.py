@@ -118,6 +118,12 @@ class LogPreparer:
         return data
 
     @property
+    def static_group(self) -> LogGroup | None:
+        """The group of every log without fields of its own, when topic, source and tags
+        are constants."""
+        return self._static_group
+
+    @property
     def needs_event_time(self) -> bool:
         """Whether an element's timestamp goes into its log (``event_time_key``, or the
         ``__time__`` of a signed write)."""

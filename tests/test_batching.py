@@ -191,3 +191,12 @@ def test_logs_buffered_in_state_are_reported_as_sent():
     first, second = batch.halves()  # each log on its own again, as it was sent
     assert (first.joined, second.joined) == (b'{"a":"1"}', b'{"a":"2"},{"b":"3"}')
     assert second.element(1) == {"b": "3"}
+
+
+def test_a_logs_own_fields_naming_the_constant_group_join_it_in_order():
+    batcher = KeyedBatcher(preparer(topic="app"), BatchLimits(), 1 << 20, GLOBAL)
+    logs = [{"n": n, "__topic__": "app"} if n % 3 == 0 else {"n": n} for n in range(30)]
+    batches, invalid = batches_of(batcher, logs)
+    assert invalid == [] and [b.group.topic for b in batches] == ["app"]
+    assert [log["n"] for log in sent(batches[0])] == [str(n) for n in range(30)]
+    assert [batches[0].element(i) for i in range(30)] == logs
