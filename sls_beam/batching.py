@@ -211,13 +211,18 @@ class _Open:
         self.room = room
         self.cost = OPEN_BATCH_COST
 
-    def add_origin(self, origin: Any) -> None:
+    def add_log(self, log: bytes, origin: Any, cost: int) -> None:
+        """One log's JSON, its origin, and what it costs in ``buffered_bytes``."""
+        self.pieces.append(log)
         if self.runs and self.runs[-1].__class__ is list:
             self.runs[-1].append(origin)
             self.counts[-1] += 1
         else:
             self.runs.append([origin])
             self.counts.append(1)
+        self.count += 1
+        self.nbytes += len(log)
+        self.cost += cost
 
     def batch(self, group: LogGroup, window: WindowedValue | None) -> Batch:
         if len(self.runs) == 1 and self.runs[0].__class__ is list:
@@ -435,11 +440,7 @@ class KeyedBatcher:
                 and self._limits.fits(batch.count, batch.nbytes, size, batch.room)
                 and self.buffered_bytes + cost <= self._max_buffered_bytes
             ):
-                batch.pieces.append(log)
-                batch.add_origin(origin)
-                batch.count += 1
-                batch.nbytes += size
-                batch.cost += cost
+                batch.add_log(log, origin, cost)
                 self.buffered_bytes += cost
                 return
         if batch is not None and not self._limits.fits(batch.count, batch.nbytes, size, batch.room):
@@ -447,11 +448,7 @@ class KeyedBatcher:
             batch = None
         if batch is None:
             batch = self._start(group)
-        batch.pieces.append(log)
-        batch.add_origin(origin)
-        batch.count += 1
-        batch.nbytes += size
-        batch.cost += cost
+        batch.add_log(log, origin, cost)
         self.buffered_bytes += cost
         if batch.count >= self._limits.max_logs:
             added.batches.append(self._close(group))

@@ -28,7 +28,7 @@ from sls_beam.credentials import CredentialsError, CredentialSource, Credentials
 from sls_beam.endpoints import region_of, resolve_target
 from sls_beam.errors import SLSError
 from sls_beam.retry import RetryPolicy
-from sls_beam.signing import DEFAULT_SIGNATURE_VERSION, SIGNATURE_VERSIONS, RequestSigner
+from sls_beam.signing import DEFAULT_SIGNATURE_VERSION, RequestSigner, check_version
 from sls_beam.transport import PendingAnswer, PipelinedTransport
 from sls_beam.wire import (
     DEFAULT_COMPRESSION,
@@ -336,10 +336,7 @@ class PendingSend:
 def check_signing(endpoint: str, signature_version: str, region: str | None) -> str | None:
     """The region to sign with (``v4``: given, or read from a regional endpoint), or
     ValueError saying what to pass; checked when a pipeline is built."""
-    if signature_version not in SIGNATURE_VERSIONS:
-        raise ValueError(
-            f"signature_version must be one of {SIGNATURE_VERSIONS}, not {signature_version!r}"
-        )
+    check_version(signature_version)
     if signature_version != "v4":
         return region
     region = region or region_of(endpoint)

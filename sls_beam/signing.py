@@ -65,8 +65,7 @@ def signing_headers(
             }
         )
         return added
-    if version != "v4":
-        raise ValueError(f"signature_version must be one of {SIGNATURE_VERSIONS}, not {version!r}")
+    check_version(version)
     if not region:
         raise ValueError("signature_version='v4' needs a region")
     added["x-log-content-sha256"] = hashlib.sha256(body).hexdigest()
@@ -76,6 +75,12 @@ def signing_headers(
         f"{_V4_ALGORITHM} Credential={credentials.access_key_id}/{scope},Signature={signature}"
     )
     return added
+
+
+def check_version(version: str) -> None:
+    """Raise ValueError unless ``version`` is one this module signs with."""
+    if version not in SIGNATURE_VERSIONS:
+        raise ValueError(f"signature_version must be one of {SIGNATURE_VERSIONS}, not {version!r}")
 
 
 def _v1_signature(
@@ -153,10 +158,7 @@ class RequestSigner:
         host: str,
         clock=time.time,
     ):
-        if version not in SIGNATURE_VERSIONS:
-            raise ValueError(
-                f"signature_version must be one of {SIGNATURE_VERSIONS}, not {version!r}"
-            )
+        check_version(version)
         self._source = source
         self._version = version
         self._region = region
