@@ -308,3 +308,37 @@ def test_the_backfill_signs_with_credentials_env_and_keeps_each_logs_time(tmp_pa
     assert sorted((int(log.contents["n"]), log.time) for log in stored) == [
         (n, 1_650_000_000 + n) for n in range(50)
     ]
+
+
+def test_the_bulk_lane_gives_signed_logs_the_time_of_their_encoding():
+    encoder = LogEncoder(log_time=True)
+    typed = [{"n": n, "ok": n % 2 == 0, "user": {"id": n}} for n in range(5)]
+    text = [{"a": "x", "b": 'quote " and \\ back'} for _ in range(3)]
+    before = int(time.time())
+    encoder.encode(typed[0]), encoder.encode(text[0])  # the keys, learnt
+    runs = encoder.encode_runs([typed, text])
+    after = int(time.time())
+    for run, logs in zip(runs, (typed, text), strict=True):
+        decoded = json.loads(b"[" + run + b"]")
+        assert [list(log)[-1] for log in decoded] == ["__time__"] * len(logs)  # last, a number
+        assert all(before <= log.pop("__time__") <= after for log in decoded)
+        expected = [json.loads(encoder.encode(log)) for log in logs]
+        assert decoded == [{k: v for k, v in log.items() if k != "__time__"} for log in expected]
+
+
+def test_signed_writes_of_logs_without_a_time_ride_the_bulk_lane(monkeypatch):
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", AKID)
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", SECRET)
+    with signed_emulator() as emulator:
+        before = int(time.time())
+        with beam.Pipeline(runner="FnApiRunner") as p:
+            _ = (
+                p
+                | beam.Create([{"n": n, "msg": "m"} for n in range(1000)])
+                | WriteToSLS(
+                    emulator.endpoint, PROJECT, LOGSTORE, credentials="env", max_batch_logs=300
+                )
+            )
+        stored = emulator.logs(PROJECT, LOGSTORE)
+    assert sorted(int(log.contents["n"]) for log in stored) == list(range(1000))
+    assert all(before <= log.time <= int(time.time()) for log in stored)
