@@ -200,7 +200,7 @@ class _Open:
     the count of logs, their bytes without the commas between them, the group's
     room, and what the batch counts in ``buffered_bytes``."""
 
-    __slots__ = ("pieces", "runs", "counts", "count", "nbytes", "room", "cost")
+    __slots__ = ("pieces", "runs", "counts", "count", "nbytes", "room", "cost", "loose")
 
     def __init__(self, room: int):
         self.pieces: list[bytes] = []
@@ -210,18 +210,31 @@ class _Open:
         self.nbytes = 0
         self.room = room
         self.cost = OPEN_BATCH_COST
+        self.loose = False  # the last run holds the origins of logs added one by one
 
     def add_log(self, log: bytes, origin: Any, cost: int) -> None:
         """One log's JSON, its origin, and what it costs in ``buffered_bytes``."""
         self.pieces.append(log)
-        if self.runs and self.runs[-1].__class__ is list:
+        if self.loose:
             self.runs[-1].append(origin)
             self.counts[-1] += 1
         else:
             self.runs.append([origin])
             self.counts.append(1)
+            self.loose = True
         self.count += 1
         self.nbytes += len(log)
+        self.cost += cost
+
+    def add_run(self, joined: bytes, count: int, origins: bytes | list, cost: int) -> None:
+        """A run of ``count`` logs' JSON joined by commas, their origins (packed, or a list
+        of the elements: never added to), and what they cost in ``buffered_bytes``."""
+        self.pieces.append(joined)
+        self.runs.append(origins)
+        self.counts.append(count)
+        self.loose = False
+        self.count += count
+        self.nbytes += len(joined) - (count - 1)  # without the commas
         self.cost += cost
 
     def batch(self, group: LogGroup, window: WindowedValue | None) -> Batch:
@@ -410,12 +423,7 @@ class KeyedBatcher:
     ) -> None:
         packed = pack_run(elements)
         cost = len(joined) + (len(packed) if packed is not elements else LOG_COST * len(elements))
-        batch.pieces.append(joined)
-        batch.runs.append(packed)
-        batch.counts.append(len(elements))
-        batch.count += len(elements)
-        batch.nbytes += len(joined) - (len(elements) - 1)  # without the commas
-        batch.cost += cost
+        batch.add_run(joined, len(elements), packed, cost)
         self.buffered_bytes += cost
         if batch.count >= self._limits.max_logs:
             added.batches.append(self._close(group))

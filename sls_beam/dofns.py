@@ -134,6 +134,7 @@ class PrepareForStateFn(SinkDoFn):
         # while several workers spread over up to num_shards keys.
         shard = random.randrange(self._config.num_shards)
         self._keys = Memo(lambda group: _group_key(group, shard))
+        self._limits = self._config.limits()
 
     def start_bundle(self):
         self._batchers: dict = {}  # window → [batcher, earliest element timestamp]
@@ -168,12 +169,11 @@ class PrepareForStateFn(SinkDoFn):
         if entry is not None and entry[1] is MIN_TIMESTAMP:  # the global window's
             return entry[0]
         if entry is None:
-            config = self._config
             entry = self._batchers[window] = [
                 KeyedBatcher(
                     self._preparer,
-                    config.limits(),
-                    config.max_buffered_bytes,
+                    self._limits,
+                    self._config.max_buffered_bytes,
                     WindowedValue(None, timestamp, [window]),
                 ),
                 timestamp,

@@ -186,8 +186,8 @@ class RequestSigner:
         self, status: int | None, code: str | None, server_time: float | None, tried: set[str]
     ) -> bool:
         """Whether the refusal can be fixed by signing again now: the clock was off
-        (the server's time is learnt from its ``Date``), or temporary credentials
-        expired (the provider is asked again). Each fix is tried once a request:
+        (the server's time is learnt from its ``Date``), or temporary credentials (an
+        STS token) expired (the provider is asked again). Each fix is tried once a request:
         ``tried`` is the request's record of them."""
         if status == 400 and code in _CLOCK_CODES and server_time is not None:
             if "clock" in tried:
@@ -195,7 +195,12 @@ class RequestSigner:
             tried.add("clock")
             self.clock_offset_secs = server_time - self._clock()
             return True
-        if status == 401 and "credentials" not in tried and self._source.refreshable:
+        if (
+            status == 401
+            and "credentials" not in tried
+            and self._source.refreshable
+            and self._source.current().security_token  # temporary: it may have expired
+        ):
             tried.add("credentials")
             return self._source.refresh()
         return False

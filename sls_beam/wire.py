@@ -330,14 +330,15 @@ class LogEncoder:
             return self._each_run(runs)
         ends = list(accumulate(map(len, runs)))
         if self.log_time:  # each log ends in the time of encoding, as a number
-            return self._typed_runs(logs, ends, f',"{TIME_KEY}":{int(time.time())}')
-        try:
-            # Every value a str (join refuses anything else): orjson writes the logs as they are.
-            "".join(chain.from_iterable(map(dict.values, logs)))
-        except TypeError:
-            encoded = self._typed_runs(logs, ends)
+            encoded = self._typed_runs(logs, ends, f',"{TIME_KEY}":{int(time.time())}')
         else:
-            encoded = list(map(self._text_run, runs))
+            try:
+                # Every value a str (join refuses anything else): orjson writes them as they are.
+                "".join(chain.from_iterable(map(dict.values, logs)))
+            except TypeError:
+                encoded = self._typed_runs(logs, ends)
+            else:
+                encoded = list(map(self._text_run, runs))
         if None in encoded and len(runs) > 1:
             return self._each_run(runs)
         return encoded

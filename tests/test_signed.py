@@ -342,3 +342,21 @@ def test_signed_writes_of_logs_without_a_time_ride_the_bulk_lane(monkeypatch):
         stored = emulator.logs(PROJECT, LOGSTORE)
     assert sorted(int(log.contents["n"]) for log in stored) == list(range(1000))
     assert all(before <= log.time <= int(time.time()) for log in stored)
+
+
+def test_a_provider_of_a_wrong_permanent_key_is_not_asked_again():
+    calls = []
+
+    def provider():
+        calls.append(1)
+        return Credentials(AKID, "not-the-secret")  # no token: nothing can have expired
+
+    with signed_emulator() as emulator:
+        with WebTrackingClient(emulator.endpoint, PROJECT, LOGSTORE, credentials=provider) as c:
+            with pytest.raises(SLSError) as refused:
+                c.put_logs([{"n": 1}])
+    assert (refused.value.error_code, refused.value.attempts, len(calls)) == (
+        "SignatureNotMatch",
+        1,
+        1,
+    )
