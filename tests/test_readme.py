@@ -63,8 +63,9 @@ def run_block(block: Block, folder: Path, endpoint: str) -> subprocess.Completed
     else:  # yaml: run as Beam YAML's own command would
         (folder / "block.yaml").write_text(code)
         command = [sys.executable, "-m", "apache_beam.yaml.main", "--yaml_pipeline_file=block.yaml"]
+    # Each block takes seconds; a hung one must not eat the whole CI budget.
     return subprocess.run(
-        command, cwd=folder, env=environment(), capture_output=True, text=True, timeout=600
+        command, cwd=folder, env=environment(), capture_output=True, text=True, timeout=180
     )
 
 
