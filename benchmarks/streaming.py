@@ -44,7 +44,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from benchmarks.common import make_logs
 from benchmarks.harness import LOGSTORE, PROJECT
 from sls_beam import WriteToSLS
-from sls_beam.dofns import PrepareForStateFn
+from sls_beam.dofns import BufferInStateFn, PrepareForStateFn
 from sls_beam.emulator import Emulator
 
 PUBSUB_LAUNCHER = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator"
@@ -71,41 +71,49 @@ def _run_stream(logs: int, bundle: int, sink: beam.PTransform | None) -> float:
     return time.perf_counter() - started
 
 
-class _ChunkCounter:
-    """Counts the chunks the pre-batcher hands to Beam state (the streaming DirectRunner
-    does not report a stateful step's metrics): the benchmark runs in this process."""
+class _StateCounter:
+    """Counts the chunks the pre-batcher hands to Beam state and the state operations
+    the buffering step makes (the streaming DirectRunner does not report a stateful
+    step's metrics): the benchmark runs in this process."""
 
     def __init__(self):
         self.chunks = 0
-        self._original = PrepareForStateFn._outputs_of
+        self.operations = 0
+        self._outputs_of = PrepareForStateFn._outputs_of
+        self._counted = BufferInStateFn._counted
 
     def __enter__(self):
         counter = self
 
-        def counted(fn, batcher, added):
-            for output in counter._original(fn, batcher, added):
+        def outputs_of(fn, batcher, added):
+            for output in counter._outputs_of(fn, batcher, added):
                 counter.chunks += isinstance(output, WindowedValue)
                 yield output
 
-        PrepareForStateFn._outputs_of = counted
+        def counted(fn, operations):
+            counter.operations += operations
+            counter._counted(fn, operations)
+
+        PrepareForStateFn._outputs_of = outputs_of
+        BufferInStateFn._counted = counted
         return self
 
     def __exit__(self, *exc):
-        PrepareForStateFn._outputs_of = self._original
+        PrepareForStateFn._outputs_of = self._outputs_of
+        BufferInStateFn._counted = self._counted
 
 
 def bundle_rows(logs: int, bundle_sizes: tuple[int, ...]) -> list[dict]:
     """Per bundle size: logs/s of the floor and of the stateful sink, and what reaches
-    Beam state: chunks a log, and state operations a log (3 a chunk: read and write the
-    counts, add the chunk; 6 a batch: its two timers, and reading and clearing the state
-    when it is sent; counted from the chunks and the requests the emulator received)."""
+    Beam state: chunks a log, and state operations a log (reads, writes, adds, clears
+    and timers set, as the buffering step counts them)."""
     rows = []
     with Emulator(retain_logs=False, trust_logs=True) as emulator:
         for bundle in bundle_sizes:
             floor_secs = _run_stream(logs, bundle, None)
             sink = WriteToSLS(emulator.endpoint, PROJECT, LOGSTORE, mode="stateful")
             requests_before = emulator.stats()["accepted_requests"]
-            with _ChunkCounter() as counted:
+            with _StateCounter() as counted:
                 sink_secs = _run_stream(logs, bundle, sink)
             batches = emulator.stats()["accepted_requests"] - requests_before
             rows.append(
@@ -115,7 +123,8 @@ def bundle_rows(logs: int, bundle_sizes: tuple[int, ...]) -> list[dict]:
                     "stateful_logs_per_sec": round(logs / sink_secs),
                     "over_floor": round(floor_secs / sink_secs, 2),
                     "logs_per_chunk": round(logs / counted.chunks, 1),
-                    "state_operations_per_log": round((3 * counted.chunks + 6 * batches) / logs, 4),
+                    "state_operations_per_log": round(counted.operations / logs, 4),
+                    "logs_per_batch": round(logs / batches),
                 }
             )
         assert emulator.stats()["logs"] == logs * len(bundle_sizes)  # nothing lost

@@ -5,13 +5,15 @@ encoded, buffered per (group, shard) in Beam state with timers, then sent."""
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Generator, Iterator
 
 import apache_beam as beam
 import orjson
 from apache_beam import pvalue
-from apache_beam.coders import BytesCoder, TupleCoder, VarIntCoder
+from apache_beam.coders import BytesCoder, FloatCoder, TupleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
@@ -31,6 +33,9 @@ from sls_beam.metrics import METRICS_NAMESPACE, SinkMetrics
 from sls_beam.outputs import BatchWriter, refused
 from sls_beam.preparing import LogPreparer
 from sls_beam.wire import BatchLimits, LogGroup
+
+#: This process's shard of the streaming path's keys (see PrepareForStateFn.setup).
+_PROCESS_SHARD = random.randrange(1 << 30)
 
 #: The WindowedValue of a log in the global window, without an event time.
 _GLOBAL = GlobalWindows.windowed_value(None)
@@ -130,9 +135,10 @@ class PrepareForStateFn(SinkDoFn):
 
     def setup(self):
         self._preparer = LogPreparer(self._config)
-        # One shard per DoFn instance: a worker's logs share a key (full batches),
-        # while several workers spread over up to num_shards keys.
-        shard = random.randrange(self._config.num_shards)
+        # One shard per worker process: its logs share a key (full batches), while
+        # several workers spread over up to num_shards keys. Per process, not per
+        # instance: some runners make a new instance for every bundle.
+        shard = _PROCESS_SHARD % self._config.num_shards
         self._keys = Memo(lambda group: _group_key(group, shard))
         self._limits = self._config.limits()
 
@@ -204,20 +210,44 @@ def _group_of_key(key: str) -> LogGroup:
     return LogGroup(topic, source, tuple(map(tuple, tags)))
 
 
+#: Logs and bytes this worker believes each (DoFn, key, window) has buffered in state:
+#: shared by the worker's DoFn instances (a runner hands a key to one bundle at a
+#: time), forgotten when it holds more than this many entries.
+_BUFFERED: dict = {}
+_MAX_BUFFERED_ENTRIES = 100_000
+
+
 class BufferInStateFn(beam.DoFn):
     """Unbounded input, step 2: buffer chunks per key until count, bytes, time or window end.
 
-    A chunk that would overflow the buffered batch is split: its first logs fill
-    the batch, which is flushed, and the rest starts the next (so batches are
-    full and respect both limits); a batch is flushed as soon as it holds
-    ``max_batch_logs``, ``max_buffering_secs`` after its first chunk
-    (processing time, from the injectable ``clock``), and when the window
-    closes. Per chunk: one read and one write of the counts, one add to the
-    bag (and two timers for a batch's first chunk).
+    State per (key, window): the bag of chunks, and ``armed`` (when the stale
+    timer fires; infinity without a time limit). A chunk costs two state
+    operations: reading ``armed`` and adding the chunk (the least for a chunk
+    that must never be left in state without a timer). The stale timer is
+    armed, and ``armed`` written, once a ``max_buffering_secs`` at most: a batch
+    flushed for its count leaves the timer running, to flush the next batch on
+    time; the window-end timer is set with the key's first chunk. A flush reads
+    and clears the bag. The stale timer clears ``armed`` when it fires (it is
+    no longer armed, whatever the worker's clock says), and the window-end
+    timer too when it finds the bag empty: idle keys keep nothing.
+
+    How many logs and bytes the bag holds is kept in the worker's memory, not in
+    state: it decides *when* a batch leaves (full, or a chunk that would
+    overflow it is split: its first logs fill the batch, the rest starts the
+    next one). A flush sends whatever the bag holds, cut into batches within
+    the limits, so a count gone stale (the key moved between workers, a bundle
+    was retried, the entry was forgotten) changes only when logs leave, never a
+    batch's size nor whether a log is sent; whether a log is sent at all rests
+    on the timers, armed from state in the bundle that adds the chunk.
+
+    Args:
+      limits: the batch limits.
+      max_buffering_secs: longest wait of a log in processing time (0: none).
+      clock: processing-time clock, in seconds (injectable for tests).
     """
 
     CHUNKS = BagStateSpec("chunks", TupleCoder((BytesCoder(), VarIntCoder())))
-    PENDING = ReadModifyWriteStateSpec("pending", TupleCoder((VarIntCoder(), VarIntCoder())))
+    ARMED = ReadModifyWriteStateSpec("armed", FloatCoder())
     WINDOW_END = TimerSpec("window_end", TimeDomain.WATERMARK)
     STALE = TimerSpec("stale", TimeDomain.REAL_TIME)
 
@@ -225,6 +255,7 @@ class BufferInStateFn(beam.DoFn):
         self._limits = limits
         self._max_buffering_secs = max_buffering_secs
         self._clock = clock
+        self._id = uuid.uuid4().hex  # the same in every copy of this DoFn
         self._rooms = Memo(lambda key: limits.room(_group_of_key(key)))
         self._state_operations = Metrics.counter(METRICS_NAMESPACE, "state_operations")
         self._chunks = Metrics.counter(METRICS_NAMESPACE, "chunks_buffered")
@@ -234,39 +265,53 @@ class BufferInStateFn(beam.DoFn):
         element,
         window=beam.DoFn.WindowParam,
         chunks=beam.DoFn.StateParam(CHUNKS),
-        pending=beam.DoFn.StateParam(PENDING),
+        armed=beam.DoFn.StateParam(ARMED),
         window_end=beam.DoFn.TimerParam(WINDOW_END),
         stale=beam.DoFn.TimerParam(STALE),
     ):
         key, (joined, count) = element
-        room = self._rooms[key]
-        n, nbytes = pending.read() or (0, 0)
-        operations = 3
+        buffered = self._buffered(key, window)
         self._chunks.inc()
-        while True:
-            if n and not self._limits.fits(n, nbytes, len(joined), room, count):
-                # Fill the batch with the chunk's first logs, flush it, keep the rest.
-                head, head_count, joined, count = self._split(joined, n, nbytes, room)
-                if head_count:
-                    chunks.add((head, head_count))
-                    operations += 1
-                yield from self._flush(key, chunks, pending, stale)
-                n = nbytes = 0
-                continue
-            if n == 0:
-                window_end.set(window.max_timestamp())
-                operations += 1
-                if self._max_buffering_secs:
-                    stale.set(self._clock() + self._max_buffering_secs)
-                    operations += 1
-            chunks.add((joined, count))
-            n, nbytes = n + count, nbytes + len(joined) - (count - 1)  # bytes without commas
-            break
-        self._state_operations.inc(operations)
-        if n >= self._limits.max_logs:
-            yield from self._flush(key, chunks, pending, stale)
-        else:
-            pending.write((n, nbytes))
+        self._counted(2)  # reading `armed`, adding the chunk
+        now = self._clock()
+        deadline = armed.read()
+        if deadline is None:  # the key's first chunk in this window, or since it was idle
+            window_end.set(window.max_timestamp())
+            self._counted(1)
+        elif deadline <= now and buffered[0]:  # logs whose timer is due leave now
+            yield from self._flush(key, window, chunks)
+        if deadline is None or deadline <= now:
+            deadline = math.inf
+            if self._max_buffering_secs:
+                deadline = now + self._max_buffering_secs
+                stale.set(deadline)
+                self._counted(1)
+            armed.write(deadline)
+            self._counted(1)
+        room = self._rooms[key]
+        n, nbytes = buffered
+        if n and not self._limits.fits(n, nbytes, len(joined), room, count):
+            # Fill the batch with the chunk's first logs, flush it, keep the rest.
+            head, head_count, joined, count = self._split(joined, n, nbytes, room)
+            if head_count:
+                chunks.add((head, head_count))
+                self._counted(1)
+            yield from self._flush(key, window, chunks)
+        chunks.add((joined, count))
+        buffered[0] += count
+        buffered[1] += len(joined) - (count - 1)  # bytes without commas
+        if buffered[0] >= self._limits.max_logs:
+            yield from self._flush(key, window, chunks)
+
+    def _buffered(self, key: str, window) -> list:
+        """This worker's [logs, bytes] for the key's buffered batch (see the class)."""
+        entry = (self._id, key, window)
+        buffered = _BUFFERED.get(entry)
+        if buffered is None:
+            if len(_BUFFERED) >= _MAX_BUFFERED_ENTRIES:
+                _BUFFERED.clear()
+            buffered = _BUFFERED[entry] = [0, 0]
+        return buffered
 
     def _split(
         self, joined: bytes, n: int, nbytes: int, room: int
@@ -285,25 +330,59 @@ class BufferInStateFn(beam.DoFn):
         head, rest = logs[:taken], logs[taken:]
         return b",".join(head), len(head), b",".join(rest), len(rest)
 
-    @on_timer(WINDOW_END)
     @on_timer(STALE)
-    def on_window_end_or_stale(
+    def on_stale(
         self,
         key=beam.DoFn.KeyParam,
+        window=beam.DoFn.WindowParam,
         chunks=beam.DoFn.StateParam(CHUNKS),
-        pending=beam.DoFn.StateParam(PENDING),
-        stale=beam.DoFn.TimerParam(STALE),
+        armed=beam.DoFn.StateParam(ARMED),
+        window_end=beam.DoFn.TimerParam(WINDOW_END),
     ):
-        yield from self._flush(key, chunks, pending, stale)
+        sent = yield from self._flush(key, window, chunks)
+        armed.clear()  # the next chunk arms the timer again
+        self._counted(1)
+        if not sent:  # nothing came since the last batch: the key keeps nothing in state
+            window_end.clear()
+            self._counted(1)
 
-    def _flush(self, key, chunks, pending, stale):
+    @on_timer(WINDOW_END)
+    def on_window_end(
+        self,
+        key=beam.DoFn.KeyParam,
+        window=beam.DoFn.WindowParam,
+        chunks=beam.DoFn.StateParam(CHUNKS),
+    ):
+        yield from self._flush(key, window, chunks)
+        _BUFFERED.pop((self._id, key, window), None)  # the window is over
+
+    def _flush(self, key: str, window, chunks) -> Generator[tuple[str, list], None, bool]:
+        """Send what the bag holds, as batches within the limits, and empty it;
+        whether it held anything."""
         buffered = list(chunks.read())
-        if buffered:
-            yield key, buffered
+        self._counted(1)
+        self._buffered(key, window)[:] = (0, 0)
+        if not buffered:
+            return False
         chunks.clear()
-        pending.clear()
-        stale.clear()
-        self._state_operations.inc(4)
+        self._counted(1)
+        yield from ((key, batch) for batch in self._batches(buffered, self._rooms[key]))
+        return True
+
+    def _batches(self, buffered: list, room: int) -> Iterator[list]:
+        """Whole chunks, in order, cut into batches within the limits (one batch, unless
+        this worker's count was stale)."""
+        batch, n, nbytes = [], 0, 0
+        for joined, count in buffered:
+            if batch and not self._limits.fits(n, nbytes, len(joined), room, count):
+                yield batch
+                batch, n, nbytes = [], 0, 0
+            batch.append((joined, count))
+            n, nbytes = n + count, nbytes + len(joined) - (count - 1)
+        yield batch
+
+    def _counted(self, operations: int) -> None:
+        self._state_operations.inc(operations)
 
 
 class SendFromStateFn(SinkDoFn):

@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.display import DisplayData
 from apache_beam.transforms.window import FixedWindows, TimestampedValue
 
-from sls_beam import FailedLog, WriteToSLS, WrittenRequest
+from sls_beam import FailedLog, WriteToSLS, WrittenRequest, dofns
 from sls_beam.emulator import Emulator
 from tests.beam_helpers import FakeClock, requests_by_id, run
 from tests.helpers import LOGSTORE, PROJECT
@@ -347,6 +347,15 @@ def test_streaming_buffer_flushes_on_time_count_and_window_end(emulator):
     assert batches == [[0, 1, 2, 3], [4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14]]
 
 
+def test_streaming_time_limit_is_armed_again_once_it_fired(emulator):
+    """A stale timer that fired is no longer armed, even when the worker's clock (here
+    stopped at 0) has not reached it: the next log arms it again and leaves on time,
+    not with the log after it."""
+    events = [[{"n": n} for n in range(5)], 5, [{"n": 5}], 5, [{"n": 6}]]
+    batches = run_stream(emulator, events, max_batch_logs=10, max_buffering_secs=2)
+    assert batches == [[0, 1, 2, 3, 4], [5], [6]]
+
+
 def test_streaming_without_time_limit_waits_for_full_batches(emulator):
     batches = run_stream(emulator, FIVE_WAIT_TEN, max_batch_logs=4, max_buffering_secs=0)
     assert sorted(map(len, batches)) == [3, 4, 4, 4]
@@ -358,6 +367,27 @@ def test_streaming_batches_respect_the_byte_limit(emulator):
     assert sum(map(len, batches)) == 40
     # 6 logs of ~320 bytes fit in 2048 beside the group's JSON; 7 do not.
     assert sorted(map(len, batches)) == [4, 6, 6, 6, 6, 6, 6]
+
+
+def test_streaming_batches_stay_within_limits_when_the_workers_counts_are_stale(
+    emulator, monkeypatch
+):
+    """The buffered count is the worker's belief, not state: forgotten at every chunk
+    (as if the key moved between workers each bundle), no count flush happens, and
+    the window's end must cut the bag into batches within both limits, losing nothing."""
+    monkeypatch.setattr(dofns, "_BUFFERED", _Forgetful())
+    events = [[{"n": n, "pad": "p" * 600}] for n in range(15)]  # a bundle a log
+    batches = run_stream(emulator, events, max_batch_logs=4, max_batch_bytes=2048)
+    assert sorted(n for batch in batches for n in batch) == list(range(15))
+    # 3 logs of ~620 bytes fit in 2048 beside the group's JSON; 4 do not.
+    assert sorted(map(len, batches)) == [3, 3, 3, 3, 3]
+
+
+class _Forgetful(dict):
+    """A worker's memory of buffered counts that never recalls one."""
+
+    def get(self, key, default=None):
+        return default
 
 
 def test_pickles_and_runs_in_worker_processes(emulator):
