@@ -195,6 +195,7 @@ def latency_row(rate: int, secs: float, max_buffering_secs: float, mode: str = "
                     time.sleep(delay)
                 payload = json.dumps({"i": n, "sent": time.time()}).encode()
                 publisher.publish(topic, payload)
+            published_secs = time.perf_counter() - begin  # longer when the publisher lags
             arrived = emulator.wait_for_logs(total + 1, timeout=120)
             logs = [log for log in emulator.logs() if "sent" in log.contents]
         lags = sorted(log.arrived - float(log.contents["sent"]) for log in logs)
@@ -204,6 +205,7 @@ def latency_row(rate: int, secs: float, max_buffering_secs: float, mode: str = "
         return {
             "rate_per_sec": rate,
             "secs": secs,
+            "published_per_sec": round(total / published_secs),
             "max_buffering_secs": max_buffering_secs,
             "sink_mode": mode,
             "received": len(logs),
