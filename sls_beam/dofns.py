@@ -144,16 +144,17 @@ class PrepareForStateFn(SinkDoFn):
 
     def start_bundle(self):
         self._batchers: dict = {}  # window → [batcher, earliest element timestamp]
+        self._global: KeyedBatcher | None = None  # the global window's, once made
 
     def process(self, element):
         """Global-window input, no event time wanted: one batcher, nothing asked of Beam
         (chunks, and failed logs, carry the minimum timestamp, as on the bundle path)."""
-        batcher = self._batcher_of(_GLOBAL_WINDOW, MIN_TIMESTAMP)
+        batcher = self._global or self._global_batcher()
         added = batcher.add(element, element)
         return () if added is None else list(self._outputs_of(batcher, added))
 
     def process_timestamped(self, element, timestamp=beam.DoFn.TimestampParam):
-        batcher = self._batcher_of(_GLOBAL_WINDOW, MIN_TIMESTAMP)
+        batcher = self._global or self._global_batcher()
         added = batcher.add(element, element, timestamp)
         return () if added is None else list(self._outputs_of(batcher, added))
 
@@ -170,10 +171,12 @@ class PrepareForStateFn(SinkDoFn):
         for batcher, _ in self._batchers.values():
             yield from self._outputs_of(batcher, batcher.drain())
 
+    def _global_batcher(self) -> KeyedBatcher:
+        self._global = self._batcher_of(_GLOBAL_WINDOW, MIN_TIMESTAMP)
+        return self._global
+
     def _batcher_of(self, window, timestamp) -> KeyedBatcher:
         entry = self._batchers.get(window)
-        if entry is not None and entry[1] is MIN_TIMESTAMP:  # the global window's
-            return entry[0]
         if entry is None:
             entry = self._batchers[window] = [
                 KeyedBatcher(
