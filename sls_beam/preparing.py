@@ -78,6 +78,13 @@ class LogPreparer:
         )
         # (topic, source, tag texts) → its group, validated once.
         self._groups = Memo(lambda key: LogGroup.of(key[0], key[1], dict(key[2])))
+        # The usual dynamic group (a source per file, host, ...): only `source` is a
+        # callable; its string → the group, without the general path's steps.
+        self._source_groups = None
+        if callable(config.source) and not callable(config.topic) and not callable(config.tags):
+            self._source_groups = Memo(
+                lambda source: LogGroup.of(config.topic, source, config.tags)
+            )
 
     def prepare(self, element: Any, timestamp: Timestamp | None = None) -> tuple[LogGroup, bytes]:
         """Raises InvalidLogError for a log (or its topic/source/tags) that breaks a rule,
@@ -146,6 +153,11 @@ class LogPreparer:
             and "__tags__" not in element
         ):
             return group, element
+        groups = self._source_groups
+        if groups is not None and _OWN_GROUP_FIELDS.isdisjoint(element):
+            source = _called(self._config.source, element, "source")
+            if source.__class__ is str:
+                return groups[source], element
         try:
             return self._group_of(element, element)
         except InvalidLogError:

@@ -62,7 +62,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 import lz4.block
@@ -375,20 +374,22 @@ class LogEncoder:
         that ends every log (its ``__time__``)."""
         shapes = set(map(tuple, logs))
         starts = [0, *ends[:-1]]
-        if len(shapes) == 1:  # the common case: each run one text, its columns interleaved
+        if len(shapes) == 1:  # the common case: the columns interleaved, cut into runs
             shape = shapes.pop()
-            columns = _column_texts(logs, shape)
+            columns = _column_texts(logs)
             if columns is None:
                 return [None] * len(ends)
             return [
-                self._sized(shape, [column[start:end] for column in columns], tail)
-                for start, end in zip(starts, ends, strict=True)
+                self._sized(joined.encode(), shape, columns, start, end, tail)
+                for joined, start, end in zip(
+                    _interleaved(shape, columns, ends, tail), starts, ends, strict=True
+                )
             ]
         if len(shapes) > _MAX_SHAPES:
             return [None] * len(ends)
         texts = [""] * len(logs)
         for shape, positions in _positions_by_shape(logs).items():
-            columns = _column_texts(list(map(logs.__getitem__, positions)), shape)
+            columns = _column_texts(list(map(logs.__getitem__, positions)))
             if columns is None:
                 return [None] * len(ends)
             deque(map(texts.__setitem__, positions, _each_log(shape, columns, tail)), maxlen=0)
@@ -401,13 +402,21 @@ class LogEncoder:
             encoded.append(None if too_large else joined)
         return encoded
 
-    def _sized(self, shape: tuple[str, ...], columns: list[list[str]], tail: str) -> bytes | None:
-        """The run of these columns, unless one of its logs is over ``max_log_bytes``."""
-        joined = _interleaved(shape, columns, tail).encode()
-        if len(joined) > self.max_log_bytes and (
-            max(map(utf8_len, _each_log(shape, columns, tail))) > self.max_log_bytes
-        ):
-            return None
+    def _sized(
+        self,
+        joined: bytes,
+        shape: tuple[str, ...],
+        columns: list[list[str]],
+        start: int,
+        end: int,
+        tail: str,
+    ) -> bytes | None:
+        """``joined`` (the logs ``start`` to ``end`` of these columns), unless one of its
+        logs is over ``max_log_bytes``."""
+        if len(joined) > self.max_log_bytes:  # no log can be longer than all of them
+            run = [column[start:end] for column in columns]
+            if max(map(utf8_len, _each_log(shape, run, tail))) > self.max_log_bytes:
+                return None
         return joined
 
     def _normalise(self, log: Mapping[str, Any], event_time: str | None) -> dict[str, str]:
@@ -519,6 +528,7 @@ _QUICK_TEXT = {
 #: Logs of more key orders than this in one batch are encoded log by log.
 _MAX_SHAPES = 16
 _NUMBERS = frozenset({int, float})
+_CONTAINERS = frozenset({dict, list})
 _BOOL_TEXT = {True: "true", False: "false"}
 
 
@@ -530,14 +540,14 @@ def _positions_by_shape(logs: Sequence[dict]) -> dict[tuple, list[int]]:
     return positions
 
 
-def _column_texts(logs: Sequence[dict], keys: tuple[str, ...]) -> list[list[str]] | None:
-    """For each of ``keys`` (every log has them all), its values in all logs as the
+def _column_texts(logs: Sequence[dict]) -> list[list[str]] | None:
+    """Each column's values (the logs share their keys and their order) as the
     contents of JSON strings; ``None``: a value is not of a quick type or may be
     over 1 MiB (the per-log path names the rule it breaks)."""
     columns = []
-    for key in keys:
-        column = _column_contents(list(map(itemgetter(key), logs)))
-        if column is None or max(map(len, column)) > _SURELY_SHORT_CHARS:
+    for values in zip(*map(dict.values, logs), strict=True):  # one pass: the same key order
+        column = _column_contents(values)
+        if column is None:
             return None
         columns.append(column)
     return columns
@@ -559,16 +569,23 @@ def _shape_texts(keys: tuple[str, ...]) -> _ShapeTexts:
     return _ShapeTexts(names[0], separators, fields)
 
 
-def _interleaved(keys: tuple[str, ...], columns: list[list[str]], tail: str = "") -> str:
-    """The logs' JSON objects joined by commas, from their columns, in one C-level join.
-    ``tail``: JSON that ends every log (after its last value)."""
+def _interleaved(
+    keys: tuple[str, ...], columns: list[list[str]], ends: list[int], tail: str = ""
+) -> list[str]:
+    """The logs' JSON objects joined by commas, from their columns, a text for each run
+    (the runs end at ``ends``), in one C-level join: runs are parted by a NUL, which
+    JSON from orjson never holds raw. ``tail``: JSON that ends every log."""
     texts = _shape_texts(keys)
     between_logs = '"' + tail + "},{" + texts.first + ':"'
+    last_separators = [between_logs] * ends[-1]
+    for end in ends[:-1]:
+        last_separators[end - 1] = '"' + tail + "}\0{" + texts.first + ':"'
     pieces = []
-    for column, separator in zip(columns, [*texts.separators, between_logs], strict=True):
+    for column, separator in zip(columns, texts.separators, strict=False):
         pieces += (column, repeat(separator))
+    pieces += (columns[-1], last_separators)
     text = "".join(chain.from_iterable(zip(*pieces, strict=False)))  # repeat() is endless
-    return "{" + texts.first + ':"' + text[: -len(between_logs)] + '"' + tail + "}"
+    return ("{" + texts.first + ':"' + text[: -len(between_logs)] + '"' + tail + "}").split("\0")
 
 
 def _each_log(keys: tuple[str, ...], columns: list[list[str]], tail: str = "") -> list[str]:
@@ -577,9 +594,10 @@ def _each_log(keys: tuple[str, ...], columns: list[list[str]], tail: str = "") -
     return list(map(template.__mod__, zip(*columns, strict=True)))
 
 
-def _column_contents(column: list) -> list[str] | None:
+def _column_contents(column: Sequence) -> list[str] | None:
     """One column's values as the contents of JSON strings (escaped, without the
-    quotes), per the value rules."""
+    quotes), per the value rules; ``None``: a value is not of a quick type or may
+    be over 1 MiB."""
     kinds = set(map(type, column))
     if len(kinds) == 1:
         kind = next(iter(kinds))
@@ -593,6 +611,10 @@ def _column_contents(column: list) -> list[str] | None:
         numbers = _numbers_as_repr(column)
         if numbers is not None:
             return numbers
+    if kinds <= _CONTAINERS:
+        nested = _nested_json_contents(column)
+        if nested is not None:
+            return nested
     try:
         texts = [v if v.__class__ is str else _QUICK_TEXT[v.__class__](v) for v in column]
     except (KeyError, ValueError, TypeError, orjson.JSONEncodeError):
@@ -603,14 +625,37 @@ def _column_contents(column: list) -> list[str] | None:
 def _json_string_contents(texts: list) -> list[str] | None:
     """Each text escaped as in a JSON string, without its quotes: one orjson call,
     cut at ``","``, which can only stand between two strings (inside one, every
-    quote follows a backslash). ``None``: a text is not valid UTF-8."""
+    quote follows a backslash). ``None``: a text is not valid UTF-8, or may be
+    over 1 MiB."""
     try:
-        return orjson.dumps(texts).decode()[2:-2].split('","')
+        text = orjson.dumps(texts).decode()[2:-2]
     except orjson.JSONEncodeError:
         return None
+    return _short(text, text.split('","'))
 
 
-def _numbers_as_repr(column: list) -> list[str] | None:
+def _nested_json_contents(column: Sequence) -> list[str] | None:
+    """dicts and lists as their JSON text, escaped as in a JSON string: each written by
+    orjson as it is (in C), and escaped all at once. orjson's JSON holds no raw
+    control character, so only quotes and backslashes need escaping, and never a
+    NUL, which parts the values meanwhile. ``None``: orjson needs the per-value
+    rules (keys that are not str, values it does not know) or a value may be long."""
+    try:
+        joined = b"\0".join(map(orjson.dumps, column))
+    except orjson.JSONEncodeError:
+        return None
+    text = joined.replace(b"\\", b"\\\\").replace(b'"', b'\\"').decode()
+    return _short(text, text.split("\0"))
+
+
+def _short(text: str, contents: list[str]) -> list[str] | None:
+    """``contents`` (cut from ``text``), unless one may be over 1 MiB."""
+    if len(text) > _SURELY_SHORT_CHARS and max(map(len, contents)) > _SURELY_SHORT_CHARS:
+        return None
+    return contents
+
+
+def _numbers_as_repr(column: Sequence) -> list[str] | None:
     """ints and floats written as ``str``/``repr`` write them, by one orjson call;
     ``None`` where orjson writes otherwise: an exponent, a float under 1e-4
     (``0.00001`` for ``1e-05``), NaN or an infinity (``null``), an int past 64 bits."""
