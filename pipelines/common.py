@@ -16,7 +16,13 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
 from sls_beam import METRICS_NAMESPACE, FailedLog, WriteToSLS
-from sls_beam.config import DEFAULT_MAX_BUFFERING_SECS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MODE, MODES
+from sls_beam.config import (
+    DEFAULT_MAX_BUFFERING_SECS,
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_MODE,
+    MODES,
+    PerElement,
+)
 from sls_beam.signing import DEFAULT_SIGNATURE_VERSION, SIGNATURE_VERSIONS
 from sls_beam.wire import COMPRESSIONS, DEFAULT_COMPRESSION
 
@@ -129,14 +135,17 @@ class SLSSinkOptions(PipelineOptions):
         return self.sls_project or self.view_as(GoogleCloudOptions).project
 
 
-def sink_from_options(options: SLSSinkOptions, endpoint: str, project: str) -> WriteToSLS:
-    """The WriteToSLS transform the options describe."""
+def sink_from_options(
+    options: SLSSinkOptions, endpoint: str, project: str, source: PerElement[str] | None = None
+) -> WriteToSLS:
+    """The WriteToSLS transform the options describe (``source``: instead of
+    ``--source``)."""
     return WriteToSLS(
         endpoint,
         project,
         options.logstore,
         topic=options.sls_topic,
-        source=options.sls_source or "",
+        source=source if source is not None else options.sls_source or "",
         compression=options.compression,
         event_time_key=options.event_time_field,
         max_in_flight=options.max_in_flight,

@@ -49,6 +49,7 @@ from pipelines.reading import (
     LogFile,
     ReadLogFiles,
     detect_format,
+    file_source,
     matched_files,
 )
 from sls_beam.emulator import Emulator, data_file
@@ -90,17 +91,14 @@ class FilesToSLSOptions(PipelineOptions):
         )
 
 
-def read_logs(pipeline, pattern: str, input_format: str, source_from_file: bool):
+def read_logs(pipeline, pattern: str, input_format: str):
     """The logs and the malformed-line records of the files ``pattern`` matches."""
     parsed = (
         pipeline
         | "Match" >> fileio.MatchFiles(pattern)
         | "Describe" >> beam.Map(LogFile.of, input_format)
         | "SpreadFiles" >> beam.Reshuffle()
-        | "Read"
-        >> beam.ParDo(ReadLogFiles(input_format, source_from_file)).with_outputs(
-            MALFORMED, main="logs"
-        )
+        | "Read" >> beam.ParDo(ReadLogFiles(input_format)).with_outputs(MALFORMED, main="logs")
     )
     return parsed["logs"], parsed[MALFORMED]
 
@@ -109,10 +107,10 @@ def build(pipeline, options: PipelineOptions, endpoint: str, project: str, input
     """Read → parse → WriteToSLS; malformed lines and failed logs → the failed output."""
     files = options.view_as(FilesToSLSOptions)
     sink = options.view_as(SLSSinkOptions)
-    logs, malformed = read_logs(
-        pipeline, files.input, input_format, source_from_file=sink.sls_source is None
-    )
-    result = logs | "WriteToSLS" >> sink_from_options(sink, endpoint, project)
+    logs, malformed = read_logs(pipeline, files.input, input_format)
+    # Each log's source is its file's name, unless --source gives one.
+    source = sink.sls_source or file_source
+    result = logs | "WriteToSLS" >> sink_from_options(sink, endpoint, project, source)
     if sink.progress_secs:
         result.written | "Progress" >> beam.ParDo(ReportProgress(sink.progress_secs))
     (

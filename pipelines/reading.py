@@ -19,6 +19,7 @@ newlines) are read whole, each by one worker.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -258,32 +259,39 @@ class _RangeClaims(_Claims):
             pass
 
 
+def file_source(log: LineLog) -> str:
+    """The source of a log read from a file: the file's name (``WriteToSLS(source=...)``;
+    a log's own ``__source__`` wins, as always)."""
+    return _file_name(log.file)
+
+
+@functools.lru_cache(maxsize=1024)
+def _file_name(path: str) -> str:
+    return os.path.basename(path)[:128]
+
+
 class ReadLogFiles(beam.DoFn):
     """A file (:class:`LogFile`) → its logs (:class:`LineLog`) and, on :data:`MALFORMED`,
     its bad lines. Splittable: see the module's docstring.
 
     Args:
       input_format: ``jsonl``, ``text`` or ``csv``.
-      source_from_file: set each log's ``__source__`` to its file's name
-        (unless the log has one).
     """
 
-    def __init__(self, input_format: str, source_from_file: bool):
+    def __init__(self, input_format: str):
         if input_format not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}")
         self._format = input_format
-        self._source_from_file = source_from_file
         self._read = counter("logs_read")
         self._malformed = counter("malformed")
         self._blank = counter("blank_lines")
 
     def process(self, file: LogFile, tracker=_FILE_RANGES) -> Iterator:
-        source = os.path.basename(file.path)[:128] if self._source_from_file else None
         start = tracker.current_restriction().start
         if not file.splittable:
             if tracker.try_claim(0):
                 with FileSystems.open(file.path) as f:  # decompressed as its name says
-                    yield from self._outputs(file.path, f, _Claims(), 1, source)
+                    yield from self._outputs(file.path, f, _Claims(), 1)
             return
         with FileSystems.open(file.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             position = start
@@ -291,16 +299,14 @@ class ReadLogFiles(beam.DoFn):
                 f.seek(start - 1)
                 position += len(f.readline()) - 1
             claims = _RangeClaims(tracker, position)
-            yield from self._outputs(file.path, f, claims, 1 if start == 0 else None, source)
+            yield from self._outputs(file.path, f, claims, 1 if start == 0 else None)
             claims.finish()
 
-    def _outputs(self, path: str, f, claims: _Claims, number: int | None, source) -> Iterator:
+    def _outputs(self, path: str, f, claims: _Claims, number: int | None) -> Iterator:
         parse = {"jsonl": self._parse_json, "text": self._parse_text, "csv": self._parse_csv}
         lines = parse[self._format](path, _blocks(f, claims), number)
         for output in lines:
             if output.__class__ is LineLog:
-                if source is not None and "__source__" not in output:
-                    output["__source__"] = source
                 yield output
             else:
                 self._malformed.inc()

@@ -10,7 +10,7 @@ from apache_beam import pvalue
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 
 from pipelines import reading
-from pipelines.reading import FileRanges, LineLog, LogFile, ReadLogFiles
+from pipelines.reading import FileRanges, LineLog, LogFile, ReadLogFiles, file_source
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def read_range(path, size: int, restriction: OffsetRange, split_after: int | Non
     ``split_after``: after that many outputs the runner splits the rest off
     (as a checkpoint would), and the residual range is returned too."""
     tracker = OffsetRestrictionTracker(restriction)
-    fn = ReadLogFiles("jsonl", source_from_file=False)
+    fn = ReadLogFiles("jsonl")
     outputs, residual = [], None
     for output in fn.process(LogFile(str(path), size, True), tracker):
         outputs.append(output)
@@ -115,10 +115,10 @@ def test_compressed_files_and_csv_are_read_whole(tmp_path):
     assert not file.splittable
     [whole] = list(ranges.split(file, ranges.initial_restriction(file)))
     tracker = OffsetRestrictionTracker(whole)
-    outputs = list(ReadLogFiles("jsonl", source_from_file=True).process(file, tracker))
+    outputs = list(ReadLogFiles("jsonl").process(file, tracker))
     tracker.check_done()
     assert [o["n"] for o in outputs] == list(range(50))
-    assert {o["__source__"] for o in outputs} == {"app.jsonl.gz"}
+    assert {file_source(o) for o in outputs} == {"app.jsonl.gz"}
     assert [o.line for o in outputs] == list(range(1, 51))
     Metadata.path = str(tmp_path / "x.csv")
     assert not LogFile.of(Metadata, "csv").splittable
