@@ -49,6 +49,7 @@ from pipelines.reading import (
     LogFile,
     ReadLogFiles,
     detect_format,
+    each_output,
     file_source,
     matched_files,
 )
@@ -98,7 +99,8 @@ def read_logs(pipeline, pattern: str, input_format: str):
         | "Match" >> fileio.MatchFiles(pattern)
         | "Describe" >> beam.Map(LogFile.of, input_format)
         | "SpreadFiles" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(ReadLogFiles(input_format)).with_outputs(MALFORMED, main="logs")
+        | "Read" >> beam.ParDo(ReadLogFiles(input_format))
+        | "Lines" >> beam.FlatMap(each_output).with_outputs(MALFORMED, main="logs")
     )
     return parsed["logs"], parsed[MALFORMED]
 

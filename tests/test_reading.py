@@ -10,7 +10,14 @@ from apache_beam import pvalue
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 
 from pipelines import reading
-from pipelines.reading import FileRanges, LineLog, LogFile, ReadLogFiles, file_source
+from pipelines.reading import (
+    FileRanges,
+    LineLog,
+    LogFile,
+    ReadLogFiles,
+    each_output,
+    file_source,
+)
 
 
 @pytest.fixture
@@ -35,13 +42,19 @@ def read_range(path, size: int, restriction: OffsetRange, split_after: int | Non
     tracker = OffsetRestrictionTracker(restriction)
     fn = ReadLogFiles("jsonl")
     outputs, residual = [], None
-    for output in fn.process(LogFile(str(path), size, True), tracker):
+    for output in each_of(fn.process(LogFile(str(path), size, True), tracker)):
         outputs.append(output)
         if split_after is not None and len(outputs) == split_after:
             _, split = tracker.try_split(0.5)
             residual = split
     tracker.check_done()
     return outputs, residual
+
+
+def each_of(lists):
+    """The reader's outputs one by one, as the pipeline's FlatMap hands them on."""
+    for outputs in lists:
+        yield from each_output(outputs)
 
 
 def offsets_of(data: bytes) -> list[int]:
@@ -115,7 +128,7 @@ def test_compressed_files_and_csv_are_read_whole(tmp_path):
     assert not file.splittable
     [whole] = list(ranges.split(file, ranges.initial_restriction(file)))
     tracker = OffsetRestrictionTracker(whole)
-    outputs = list(ReadLogFiles("jsonl").process(file, tracker))
+    outputs = list(each_of(ReadLogFiles("jsonl").process(file, tracker)))
     tracker.check_done()
     assert [o["n"] for o in outputs] == list(range(50))
     assert {file_source(o) for o in outputs} == {"app.jsonl.gz"}
