@@ -329,7 +329,7 @@ def run_stream(emulator, events, **sink_kwargs):
             p
             | stream
             | beam.WindowInto(FixedWindows(60))
-            | sink(emulator, clock=FakeClock(), num_shards=1, **sink_kwargs)
+            | sink(emulator, **{"clock": FakeClock(), "num_shards": 1, **sink_kwargs})
         )
     return sorted(
         sorted(int(log.contents["n"]) for log in batch)
@@ -354,6 +354,29 @@ def test_streaming_time_limit_is_armed_again_once_it_fired(emulator):
     events = [[{"n": n} for n in range(5)], 5, [{"n": 5}], 5, [{"n": 6}]]
     batches = run_stream(emulator, events, max_batch_logs=10, max_buffering_secs=2)
     assert batches == [[0, 1, 2, 3, 4], [5], [6]]
+
+
+def test_streaming_logs_past_their_time_leave_with_the_next_chunk(emulator):
+    """When the stale timer is late (the runner has not fired it: here the runner's
+    processing time stands still), the next chunk finds the batch past its time and
+    sends it first, rather than keeping it until the window ends."""
+    _JumpingClock.readings = 0
+    events = [[{"n": n} for n in range(5)], [{"n": 5}]]
+    batches = run_stream(
+        emulator, events, max_batch_logs=10, max_buffering_secs=2, clock=_JumpingClock()
+    )
+    assert batches == [[0, 1, 2, 3, 4], [5]]
+
+
+class _JumpingClock:
+    """Processing time read by the buffering step: 0 s at its first reading, 5 s after
+    (class-wide: the in-process runner works on copies of the sink)."""
+
+    readings = 0
+
+    def __call__(self) -> float:
+        type(self).readings += 1
+        return 0.0 if type(self).readings == 1 else 5.0
 
 
 def test_streaming_without_time_limit_waits_for_full_batches(emulator):
