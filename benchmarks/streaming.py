@@ -213,6 +213,7 @@ def latency_row(rate: int, secs: float, max_buffering_secs: float, mode: str = "
             "p50_secs": round(q[49], 2),
             "p95_secs": round(q[94], 2),
             "p99_secs": round(q[98], 2),
+            "max_secs": round(lags[-1], 2),
             "logs_per_sec": round(len(logs) / (last - first)),
             "runner": "BundleBasedDirectRunner (the local runner that streams from Pub/Sub)",
         }
