@@ -28,7 +28,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from sls_beam.batching import Added, Batch, KeyedBatcher, SentChunks
 from sls_beam.config import FAILED_TAG, SLSWriteConfig, display_data
-from sls_beam.memo import Memo
+from sls_beam.memo import MAX_REMEMBERED, Memo
 from sls_beam.metrics import METRICS_NAMESPACE, SinkMetrics
 from sls_beam.outputs import BatchWriter, refused
 from sls_beam.preparing import LogPreparer
@@ -215,9 +215,9 @@ def _group_of_key(key: str) -> LogGroup:
 
 #: Logs and bytes this worker believes each (DoFn, key, window) has buffered in state:
 #: shared by the worker's DoFn instances (a runner hands a key to one bundle at a
-#: time), forgotten when it holds more than this many entries.
+#: time), all forgotten once it holds as many entries as a memo (a forgotten count
+#: only delays a flush to the key's timer).
 _BUFFERED: dict = {}
-_MAX_BUFFERED_ENTRIES = 100_000
 
 
 class BufferInStateFn(beam.DoFn):
@@ -311,7 +311,7 @@ class BufferInStateFn(beam.DoFn):
         entry = (self._id, key, window)
         buffered = _BUFFERED.get(entry)
         if buffered is None:
-            if len(_BUFFERED) >= _MAX_BUFFERED_ENTRIES:
+            if len(_BUFFERED) >= MAX_REMEMBERED:
                 _BUFFERED.clear()
             buffered = _BUFFERED[entry] = [0, 0]
         return buffered

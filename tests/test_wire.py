@@ -259,6 +259,11 @@ TRICKY_VALUES = [
                 st.booleans(),
                 st.none(),
                 st.lists(st.integers(), max_size=3),
+                st.dictionaries(  # nested objects: written by orjson, escaped a column at once
+                    st.text(max_size=4),
+                    st.one_of(st.text(max_size=8), st.floats(), st.integers(), st.none()),
+                    max_size=3,
+                ),
             ),
             min_size=1,
         ),
