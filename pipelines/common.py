@@ -136,16 +136,16 @@ class SLSSinkOptions(PipelineOptions):
 
 
 def sink_from_options(
-    options: SLSSinkOptions, endpoint: str, project: str, source: PerElement[str] | None = None
+    options: SLSSinkOptions, endpoint: str, project: str, default_source: PerElement[str] = ""
 ) -> WriteToSLS:
-    """The WriteToSLS transform the options describe (``source``: instead of
-    ``--source``)."""
+    """The WriteToSLS transform the options describe (``default_source``: the source
+    when ``--source`` is not given)."""
     return WriteToSLS(
         endpoint,
         project,
         options.logstore,
         topic=options.sls_topic,
-        source=source if source is not None else options.sls_source or "",
+        source=options.sls_source or default_source,
         compression=options.compression,
         event_time_key=options.event_time_field,
         max_in_flight=options.max_in_flight,

@@ -111,8 +111,9 @@ def build(pipeline, options: PipelineOptions, endpoint: str, project: str, input
     sink = options.view_as(SLSSinkOptions)
     logs, malformed = read_logs(pipeline, files.input, input_format)
     # Each log's source is its file's name, unless --source gives one.
-    source = sink.sls_source or file_source
-    result = logs | "WriteToSLS" >> sink_from_options(sink, endpoint, project, source)
+    result = logs | "WriteToSLS" >> sink_from_options(
+        sink, endpoint, project, default_source=file_source
+    )
     if sink.progress_secs:
         result.written | "Progress" >> beam.ParDo(ReportProgress(sink.progress_secs))
     (

@@ -78,9 +78,8 @@ class Batch:
     def in_window(self, index: int, value: Any) -> WindowedValue:
         """``value`` in the window (and with the timestamp) of log ``index``. A shared
         window spares reading the origins (unpacked only when a log fails)."""
-        if self.window is not None:
-            return self.window.with_value(value)
-        return self.origins[index].with_value(value)
+        origin = self.origins[index] if self.window is None else None
+        return in_window(origin, self.window, value)
 
     def halves(self) -> tuple[Batch, Batch]:
         """Two new batches of the first and second half, to isolate a refused log."""
