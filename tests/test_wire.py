@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import enum
 import json
 import math
+import os
 
 import orjson
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from sls_beam import wire
 from sls_beam.errors import InvalidLogError
 from sls_beam.wire import (
     SERVICE_MAX_LOGS,
@@ -246,9 +249,53 @@ TRICKY_VALUES = [
 ]  # fmt: skip
 
 
+#: The bulk encoders: the package's C one (when built) and the Python one beside it.
+BULK_ENCODERS = ["python"] + (["c"] if wire._speedups is not None else [])
+
+
+@contextlib.contextmanager
+def bulk_encoder(name: str):
+    built = wire._speedups
+    wire._speedups = built if name == "c" else None
+    try:
+        yield
+    finally:
+        wire._speedups = built
+
+
+def test_the_c_encoder_is_built_where_it_must_be():
+    """CI builds it (a compiler is at hand there): the tests below then hold it to the
+    Python encoder's bytes, rather than skipping it unnoticed."""
+    if os.environ.get("SLS_BEAM_REQUIRE_SPEEDUPS"):
+        assert wire._speedups is not None, "sls_beam/_speedups.c was not built"
+    assert BULK_ENCODERS[0] == "python"
+
+
+def reference_bytes(encoder: LogEncoder, log: dict) -> bytes:
+    """A log as the per-log path writes it, applying (and naming) every rule."""
+    return encoder._dump(encoder._normalise(log, None))
+
+
+@pytest.mark.parametrize("implementation", BULK_ENCODERS)
+def test_plain_logs_are_encoded_in_bulk_by_each_encoder(implementation):
+    logs = [
+        {"ts": 1764144000.123, "status": 200, "ok": True, "retry": None, "big": 2**70},
+        {"user": {"id": 42, "tags": ["a", '"b"']}, "msg": 'é\n\x01\\"', "nan": math.nan},
+    ]
+    encoder = LogEncoder()
+    expected = b",".join(reference_bytes(encoder, log) for log in logs)
+    with bulk_encoder(implementation):
+        assert encoder.encode_many(logs) == expected
+        assert encoder.encode_runs([logs[:1], logs[1:]]) == [
+            reference_bytes(encoder, log) for log in logs
+        ]
+        assert b",".join(map(encoder.encode, logs)) == expected
+
+
+@pytest.mark.parametrize("implementation", BULK_ENCODERS)
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(
+    logs=st.lists(
         st.dictionaries(
             st.sampled_from(["a", "b", "c%s", 'd"', "é"]),
             st.one_of(
@@ -259,7 +306,7 @@ TRICKY_VALUES = [
                 st.booleans(),
                 st.none(),
                 st.lists(st.integers(), max_size=3),
-                st.dictionaries(  # nested objects: written by orjson, escaped a column at once
+                st.dictionaries(  # nested objects: written by orjson, escaped
                     st.text(max_size=4),
                     st.one_of(st.text(max_size=8), st.floats(), st.integers(), st.none()),
                     max_size=3,
@@ -271,21 +318,24 @@ TRICKY_VALUES = [
         max_size=40,
     )
 )
-def test_bulk_encoding_gives_the_bytes_of_the_per_log_path(logs):
-    """The bulk encoder must write, byte for byte, what encode() writes each log;
-    or decline (None) and leave the batch to encode()."""
+def test_bulk_encoding_gives_the_bytes_of_the_per_log_path(implementation, logs):
+    """Each bulk encoder must write, byte for byte, what the per-log path writes each
+    log; or decline (None) and leave the batch to encode()."""
     encoder = LogEncoder()
     try:
-        expected = b",".join(map(encoder.encode, logs))
+        expected = b",".join(reference_bytes(encoder, log) for log in logs)
     except InvalidLogError:
-        assert encoder.encode_many(logs) is None
+        with bulk_encoder(implementation):
+            assert encoder.encode_many(logs) is None
         return
-    got = encoder.encode_many(logs)
-    if got is not None:
-        assert got == expected
-    # Cut into runs (a bundle's groups), one pass over the columns of all.
-    runs = [logs[i : i + 3] for i in range(0, len(logs), 3)]
-    assert encoder.encode_runs(runs) == [encoder.encode_many(run) for run in runs]
+    with bulk_encoder(implementation):
+        got = encoder.encode_many(logs)
+        if got is not None:
+            assert got == expected
+        assert b",".join(map(encoder.encode, logs)) == expected  # its quick path too
+        # Cut into runs (a bundle's groups), one pass over the columns of all.
+        runs = [logs[i : i + 3] for i in range(0, len(logs), 3)]
+        assert encoder.encode_runs(runs) == [encoder.encode_many(run) for run in runs]
     if all(
         type(v) in (int, float, bool, str, type(None), list) for log in logs for v in log.values()
     ):

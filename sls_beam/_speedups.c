@@ -1,0 +1,506 @@
+/* The wire format's bulk encoder in C: plain logs to the JSON a request carries.
+ *
+ * encode_run(logs, known_keys, tail, max_log_bytes) writes each log of the list
+ * `logs` as a JSON object of string values, joined by commas: the same bytes as
+ * sls_beam.wire's Python encoder (the value rules of its docstring, strings
+ * escaped as orjson escapes them). It returns None, never raising, when a log
+ * is not plain, so that the caller takes the per-log path, which applies and
+ * names every rule: a log that is not a non-empty dict; a key that is
+ * not an exact str in `known_keys` (the keys already validated; None: skip the
+ * check); a value not of a common type (str or a subclass, written as its
+ * characters; exactly int, float, bool, None, dict, list); text that is not UTF-8; a value over 1 MiB of UTF-8; a log
+ * longer than `max_log_bytes`; a dict or list that orjson refuses.
+ *
+ * `tail` (bytes) is JSON written at the end of every log (its `__time__`).
+ * Built when a C compiler is at hand; without it, the Python encoder does it all.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+
+#define MAX_VALUE_BYTES (1024 * 1024)
+
+static PyObject *orjson_dumps; /* orjson.dumps, for nested dicts and lists */
+
+typedef struct {
+    char *data;
+    Py_ssize_t size;
+    Py_ssize_t capacity;
+} Buffer;
+
+static int reserve(Buffer *buffer, Py_ssize_t more) {
+    if (buffer->size + more <= buffer->capacity) {
+        return 0;
+    }
+    Py_ssize_t capacity = buffer->capacity * 2;
+    if (capacity < buffer->size + more) {
+        capacity = buffer->size + more;
+    }
+    char *data = PyMem_Realloc(buffer->data, capacity);
+    if (data == NULL) {
+        return -1;
+    }
+    buffer->data = data;
+    buffer->capacity = capacity;
+    return 0;
+}
+
+static int put(Buffer *buffer, const char *text, Py_ssize_t size) {
+    if (reserve(buffer, size) < 0) {
+        return -1;
+    }
+    memcpy(buffer->data + buffer->size, text, size);
+    buffer->size += size;
+    return 0;
+}
+
+#define PUT_LITERAL(buffer, text) put((buffer), (text), sizeof(text) - 1)
+
+/* How orjson escapes a byte inside a JSON string: 0 = as is, else the escape's
+ * second character ('u': \u00XX, lowercase hex). */
+static char escapes[256];
+
+static void make_escapes(void) {
+    for (int c = 0; c < 0x20; c++) {
+        escapes[c] = 'u';
+    }
+    escapes['\b'] = 'b';
+    escapes['\t'] = 't';
+    escapes['\n'] = 'n';
+    escapes['\f'] = 'f';
+    escapes['\r'] = 'r';
+    escapes['"'] = '"';
+    escapes['\\'] = '\\';
+}
+
+/* UTF-8 `text` escaped as in a JSON string, without quotes. */
+static int put_escaped(Buffer *buffer, const unsigned char *text, Py_ssize_t size) {
+    static const char hex[] = "0123456789abcdef";
+    /* At most 6 bytes an input byte: reserve once, write without checks. */
+    if (reserve(buffer, size * 6) < 0) {
+        return -1;
+    }
+    char *out = buffer->data + buffer->size;
+    Py_ssize_t start = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        char escape = escapes[text[i]];
+        if (escape == 0) {
+            continue;
+        }
+        memcpy(out, text + start, i - start);
+        out += i - start;
+        start = i + 1;
+        *out++ = '\\';
+        *out++ = escape;
+        if (escape == 'u') {
+            *out++ = '0';
+            *out++ = '0';
+            *out++ = hex[text[i] >> 4];
+            *out++ = hex[text[i] & 0xf];
+        }
+    }
+    memcpy(out, text + start, size - start);
+    out += size - start;
+    buffer->size = out - buffer->data;
+    return 0;
+}
+
+/* An exact str as a JSON string (quoted); 1: not UTF-8 or over max_bytes. */
+static int put_str(Buffer *buffer, PyObject *text, Py_ssize_t max_bytes) {
+    PyObject *utf8 = NULL;
+    const char *data;
+    Py_ssize_t size;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(text) < 0) {
+        return -1;
+    }
+#endif
+    if (PyUnicode_IS_ASCII(text)) {
+        data = (const char *)PyUnicode_DATA(text);
+        size = PyUnicode_GET_LENGTH(text);
+    } else {
+        /* A copy, not the str's own cached UTF-8, which would live as long as the log. */
+        utf8 = PyUnicode_AsUTF8String(text);
+        if (utf8 == NULL) {
+            PyErr_Clear(); /* a lone surrogate: the per-log path names the field */
+            return 1;
+        }
+        data = PyBytes_AS_STRING(utf8);
+        size = PyBytes_GET_SIZE(utf8);
+    }
+    int result = 1;
+    if (size <= max_bytes) {
+        result = -1;
+        if (PUT_LITERAL(buffer, "\"") == 0 &&
+            put_escaped(buffer, (const unsigned char *)data, size) == 0 &&
+            PUT_LITERAL(buffer, "\"") == 0) {
+            result = 0;
+        }
+    }
+    Py_XDECREF(utf8);
+    return result;
+}
+
+/* Text known to need no escaping, as a JSON string. */
+static int put_quoted(Buffer *buffer, const char *text, Py_ssize_t size) {
+    if (reserve(buffer, size + 2) < 0) {
+        return -1;
+    }
+    buffer->data[buffer->size++] = '"';
+    memcpy(buffer->data + buffer->size, text, size);
+    buffer->size += size;
+    buffer->data[buffer->size++] = '"';
+    return 0;
+}
+
+static int put_int(Buffer *buffer, PyObject *value) {
+    int overflow;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (!overflow) {
+        char digits[24];
+        int size = snprintf(digits, sizeof digits, "%lld", number);
+        return put_quoted(buffer, digits, size);
+    }
+    PyObject *text = PyObject_Str(value);
+    if (text == NULL) {
+        PyErr_Clear(); /* past Python's digit limit: the per-log path writes it */
+        return 1;
+    }
+    int result = put_quoted(buffer, PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text));
+    Py_DECREF(text);
+    return result;
+}
+
+/* Values of a run written by one orjson call each kind, and read back in order:
+ * finite floats (orjson's text is repr's, but for exponents and values under 1e-4)
+ * and dicts and lists (their JSON text); a call a value costs more than the rest. */
+typedef struct {
+    PyObject *values; /* in the order the logs hold them */
+    PyObject *json;   /* orjson's text of the list of them */
+    const char *next; /* where the next one's text starts */
+    Py_ssize_t index; /* which one comes next */
+} Written;
+
+typedef struct {
+    Written floats;
+    Written nested;
+} Run;
+
+static int write_all(Written *written) {
+    written->json = PyObject_CallOneArg(orjson_dumps, written->values);
+    if (written->json == NULL) {
+        PyErr_Clear(); /* keys that are not str, values orjson does not know */
+        return 1;
+    }
+    written->next = PyBytes_AS_STRING(written->json) + 1; /* after '[' */
+    return 0;
+}
+
+/* The floats, dicts and lists of the logs, written; 1: a log is not a dict. */
+static int write_run(Run *run, PyObject *logs) {
+    run->floats.values = PyList_New(0);
+    run->nested.values = PyList_New(0);
+    if (run->floats.values == NULL || run->nested.values == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(logs); i++) {
+        PyObject *log = PyList_GET_ITEM(logs, i);
+        if (!PyDict_Check(log)) {
+            return 1;
+        }
+        Py_ssize_t position = 0;
+        PyObject *key, *value;
+        while (PyDict_Next(log, &position, &key, &value)) {
+            PyTypeObject *type = Py_TYPE(value);
+            PyObject *kind = NULL;
+            if (type == &PyFloat_Type && isfinite(PyFloat_AS_DOUBLE(value))) {
+                kind = run->floats.values;
+            } else if (type == &PyDict_Type || type == &PyList_Type) {
+                kind = run->nested.values;
+            }
+            if (kind != NULL && PyList_Append(kind, value) < 0) {
+                return -1;
+            }
+        }
+    }
+    int result = write_all(&run->floats);
+    return result == 0 ? write_all(&run->nested) : result;
+}
+
+static void forget_run(Run *run) {
+    Py_XDECREF(run->floats.values);
+    Py_XDECREF(run->floats.json);
+    Py_XDECREF(run->nested.values);
+    Py_XDECREF(run->nested.json);
+}
+
+/* Where `value`'s text starts; NULL: it is not the value written at this place (a
+ * log changed meanwhile: not plain). */
+static const char *text_of(Written *written, PyObject *value) {
+    if (written->index >= PyList_GET_SIZE(written->values) ||
+        PyList_GET_ITEM(written->values, written->index) != value) {
+        return NULL;
+    }
+    written->index++;
+    return written->next;
+}
+
+/* repr() of a finite float: orjson's text where it is the same, else CPython's own. */
+static int put_finite(Buffer *buffer, PyObject *value, Written *floats) {
+    const char *text = text_of(floats, value);
+    if (text == NULL) {
+        return 1;
+    }
+    const char *end = text;
+    int exponent = 0;
+    while (*end != ',' && *end != ']') {
+        exponent |= *end == 'e';
+        end++;
+    }
+    floats->next = end + 1;
+    const char *digits = text + (*text == '-');
+    if (!exponent && strncmp(digits, "0.0000", 6) != 0) {
+        return put_quoted(buffer, text, end - text);
+    }
+    /* repr: the shortest text that reads back as the same float (slower). */
+    char *repr = PyOS_double_to_string(PyFloat_AS_DOUBLE(value), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (repr == NULL) {
+        return -1;
+    }
+    int result = put_quoted(buffer, repr, (Py_ssize_t)strlen(repr));
+    PyMem_Free(repr);
+    return result;
+}
+
+static int put_float(Buffer *buffer, PyObject *number, Run *run) {
+    double value = PyFloat_AS_DOUBLE(number);
+    if (isfinite(value)) {
+        return put_finite(buffer, number, &run->floats);
+    }
+    if (isnan(value)) {
+        return PUT_LITERAL(buffer, "\"NaN\"");
+    }
+    return value > 0 ? PUT_LITERAL(buffer, "\"Infinity\"") : PUT_LITERAL(buffer, "\"-Infinity\"");
+}
+
+/* A dict or list as its JSON text (orjson's), in a JSON string. */
+static int put_nested(Buffer *buffer, PyObject *value, Written *nested) {
+    const char *text = text_of(nested, value);
+    if (text == NULL) {
+        return 1;
+    }
+    /* It ends where its first bracket closes, outside strings (orjson's JSON is valid). */
+    const char *end = text;
+    int depth = 0, in_string = 0;
+    do {
+        char c = *end++;
+        if (in_string) {
+            if (c == '\\') {
+                end++;
+            } else if (c == '"') {
+                in_string = 0;
+            }
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    } while (depth > 0);
+    nested->next = end + 1; /* after the comma */
+    if (end - text > MAX_VALUE_BYTES) {
+        return 1;
+    }
+    if (PUT_LITERAL(buffer, "\"") < 0 ||
+        put_escaped(buffer, (const unsigned char *)text, end - text) < 0 ||
+        PUT_LITERAL(buffer, "\"") < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+/* One value as a JSON string; 0 written, 1 not plain, -1 error (no memory). */
+static int put_value(Buffer *buffer, PyObject *value, Run *run) {
+    PyTypeObject *type = Py_TYPE(value);
+    if (PyUnicode_Check(value)) { /* a subclass (a str enum) by its characters */
+        return put_str(buffer, value, MAX_VALUE_BYTES);
+    }
+    if (type == &PyBool_Type) {
+        return value == Py_True ? PUT_LITERAL(buffer, "\"true\"") : PUT_LITERAL(buffer, "\"false\"");
+    }
+    if (value == Py_None) {
+        return PUT_LITERAL(buffer, "\"null\"");
+    }
+    if (type == &PyLong_Type) {
+        return put_int(buffer, value);
+    }
+    if (type == &PyFloat_Type) {
+        return put_float(buffer, value, run);
+    }
+    if (type == &PyDict_Type || type == &PyList_Type) {
+        return put_nested(buffer, value, &run->nested);
+    }
+    return 1;
+}
+
+/* The text `"key":` (after a comma, but for the first) of the key last seen at each of a
+ * log's first places: logs of a run mostly share their keys, the same str objects, so
+ * a key seen there is neither looked up in known_keys nor escaped again. */
+#define REMEMBERED_PLACES 32
+#define REMEMBERED_TEXT 160
+
+typedef struct {
+    PyObject *key; /* a strong reference (its address is compared), or NULL */
+    Py_ssize_t size;
+    char text[REMEMBERED_TEXT];
+} KeyText;
+
+static void forget_keys(KeyText *keys) {
+    for (int place = 0; place < REMEMBERED_PLACES; place++) {
+        Py_CLEAR(keys[place].key);
+    }
+}
+
+/* A log's field name, with the comma before it; 0 written, 1 not plain, -1 error. */
+static int put_key(Buffer *buffer, PyObject *key, Py_ssize_t place, PyObject *known_keys,
+                   KeyText *keys) {
+    KeyText *seen = place < REMEMBERED_PLACES ? &keys[place] : NULL;
+    if (seen != NULL && seen->key == key) {
+        return put(buffer, seen->text, seen->size);
+    }
+    if (!PyUnicode_CheckExact(key)) {
+        return 1;
+    }
+    if (known_keys != Py_None) {
+        int known = PySet_Contains(known_keys, key);
+        if (known != 1) {
+            PyErr_Clear();
+            return 1;
+        }
+    }
+    Py_ssize_t start = buffer->size;
+    int result = place > 0 ? PUT_LITERAL(buffer, ",") : 0;
+    if (result == 0) {
+        result = put_str(buffer, key, PY_SSIZE_T_MAX);
+    }
+    if (result == 0) {
+        result = PUT_LITERAL(buffer, ":");
+    }
+    Py_ssize_t size = buffer->size - start;
+    if (result == 0 && seen != NULL && size <= REMEMBERED_TEXT) {
+        Py_INCREF(key);
+        Py_XSETREF(seen->key, key);
+        memcpy(seen->text, buffer->data + start, size);
+        seen->size = size;
+    }
+    return result;
+}
+
+/* One log as a JSON object; 0 written, 1 not plain, -1 error. */
+static int put_log(Buffer *buffer, PyObject *log, PyObject *known_keys, KeyText *keys, Run *run,
+                   const char *tail, Py_ssize_t tail_size) {
+    /* A dict subclass is read as a dict, as orjson and the Python encoder read it. */
+    if (!PyDict_Check(log) || PyDict_GET_SIZE(log) == 0) {
+        return 1;
+    }
+    if (PUT_LITERAL(buffer, "{") < 0) {
+        return -1;
+    }
+    Py_ssize_t position = 0, place = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(log, &position, &key, &value)) {
+        /* A value's writing may run code (orjson, a str of an int): hold the pair. */
+        Py_INCREF(key);
+        Py_INCREF(value);
+        int result = put_key(buffer, key, place++, known_keys, keys);
+        if (result == 0) {
+            result = put_value(buffer, value, run);
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (result != 0) {
+            return result;
+        }
+    }
+    if (put(buffer, tail, tail_size) < 0 || PUT_LITERAL(buffer, "}") < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *encode_run(PyObject *module, PyObject *args) {
+    PyObject *logs, *known_keys;
+    const char *tail;
+    Py_ssize_t tail_size, max_log_bytes;
+    if (!PyArg_ParseTuple(args, "O!Oy#n:encode_run", &PyList_Type, &logs, &known_keys, &tail,
+                          &tail_size, &max_log_bytes)) {
+        return NULL;
+    }
+    if (known_keys != Py_None && !PyAnySet_Check(known_keys)) {
+        PyErr_SetString(PyExc_TypeError, "known_keys must be a set or None");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(logs);
+    Buffer buffer = {NULL, 0, 0};
+    if (reserve(&buffer, 256 * (count + 1)) < 0) {
+        return PyErr_NoMemory();
+    }
+    Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}};
+    KeyText keys[REMEMBERED_PLACES] = {{NULL, 0, {0}}};
+    int result = write_run(&run, logs);
+    /* The list may change while a value is written (user code): index it each time. */
+    for (Py_ssize_t i = 0; result == 0 && i < PyList_GET_SIZE(logs); i++) {
+        Py_ssize_t start = buffer.size + (i > 0);
+        if (i > 0 && PUT_LITERAL(&buffer, ",") < 0) {
+            result = -1;
+            break;
+        }
+        PyObject *log = PyList_GET_ITEM(logs, i);
+        Py_INCREF(log);
+        result = put_log(&buffer, log, known_keys, keys, &run, tail, tail_size);
+        Py_DECREF(log);
+        if (result == 0 && buffer.size - start > max_log_bytes) {
+            result = 1;
+        }
+    }
+    PyObject *joined = NULL;
+    if (result == 0) {
+        joined = PyBytes_FromStringAndSize(buffer.data, buffer.size);
+    } else if (result == 1) {
+        joined = Py_NewRef(Py_None);
+    } else {
+        PyErr_NoMemory();
+    }
+    PyMem_Free(buffer.data);
+    forget_keys(keys);
+    forget_run(&run);
+    return joined;
+}
+
+static PyMethodDef methods[] = {
+    {"encode_run", encode_run, METH_VARARGS,
+     "encode_run(logs, known_keys, tail, max_log_bytes) -> bytes | None\n\n"
+     "The logs' JSON objects joined by commas, or None when one is not plain."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "sls_beam._speedups",
+    "The wire format's bulk encoder in C (see sls_beam.wire).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    make_escapes();
+    PyObject *orjson = PyImport_ImportModule("orjson");
+    if (orjson == NULL) {
+        return NULL;
+    }
+    orjson_dumps = PyObject_GetAttrString(orjson, "dumps");
+    Py_DECREF(orjson);
+    if (orjson_dumps == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}
