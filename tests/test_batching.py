@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import enum
+import math
+
 import orjson
 import pytest
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow
@@ -145,6 +148,55 @@ def test_per_element_groups_ride_the_bulk_lane_and_failures_report_the_element()
     first, _ = by_source["host-1"].halves()  # re-encoded from the packed elements
     assert first.joined == b",".join(orjson.dumps(log) for log in sent(first))
     assert sent(first) == sent(by_source["host-1"])[: first.count]
+
+
+class Plan(enum.IntEnum):
+    PRO = 2
+
+
+@pytest.mark.parametrize(
+    "nested, packed_by",
+    [
+        ({"tags": ["a", ("b", 1)], "score": math.nan, "zero": -0.0}, "marshal"),
+        (
+            {"plan": Plan.PRO, "tags": ["a"]},
+            "pickle",
+        ),  # orjson writes an IntEnum; marshal refuses it
+    ],
+)
+def test_waiting_elements_come_back_as_they_were_whichever_packs_them(nested, packed_by):
+    """Typed logs wait packed (marshal for the logs the bulk encoder took, pickle for
+    what marshal refuses); a failed one is reported as it was: same types, same values."""
+    batcher = KeyedBatcher(preparer(), BatchLimits(), 1 << 20, GLOBAL)
+    logs = [{"n": n, "big": 2**80, "ok": True, "user": {"id": n, **nested}} for n in range(300)]
+    batches, invalid = batches_of(batcher, logs)
+    assert invalid == [] and sum(b.count for b in batches) == 300
+    packed = batches[-1].origins
+    assert isinstance(packed, PackedElements)
+    last_run = packed._runs[-1]  # (the first logs teach the encoder their keys, one by one)
+    assert last_run.__class__ is bytes and (last_run[0] == 0x80) == (packed_by == "pickle")
+    for i in (150, 299):  # in packed runs
+        element = packed[i]
+        assert element is not logs[i] and repr(element) == repr(logs[i])  # nan == nan, in repr
+        assert [type(v) for v in element["user"].values()] == [
+            type(v) for v in logs[i]["user"].values()
+        ]
+
+
+def test_elements_other_than_their_logs_are_pickled_not_marshalled():
+    """An element that is not itself its log (here it has its own tags, one a bytearray,
+    which marshal would give back as bytes) is pickled, and reported as it was."""
+    batcher = KeyedBatcher(preparer(), BatchLimits(), 1 << 20, GLOBAL)
+    elements = [
+        {"__tags__": {"raw": bytearray(b"x")}, "n": n, "user": {"id": n, "tags": ["a"]}}
+        for n in range(300)
+    ]
+    batches, invalid = batches_of(batcher, elements)
+    assert invalid == [] and [b.group.tags for b in batches] == [(("raw", "x"),)]
+    [batch] = batches
+    assert batch.origins._runs[-1][0] == 0x80  # a pickle
+    reported = batch.element(299)
+    assert reported == elements[299] and type(reported["__tags__"]["raw"]) is bytearray
 
 
 def test_a_callable_that_raises_fails_its_element_alone_in_the_bulk_lane():
