@@ -1,18 +1,22 @@
-/* The wire format's bulk encoder in C: plain logs to the JSON a request carries.
+/* The hot path's loops in C, built where a C compiler is at hand: without it, the same
+ * results come from Python (sls_beam.wire, sls_beam.batching).
  *
- * encode_run(logs, known_keys, tail, max_log_bytes) writes each log of the list
- * `logs` as a JSON object of string values, joined by commas: the same bytes as
+ * The wire format's bulk encoder: plain logs to the JSON a request carries.
+ *
+ * encode_runs(runs, known_keys, tail, max_log_bytes) writes, for each run (a list of
+ * logs), each log as a JSON object of string values, joined by commas: the same bytes as
  * sls_beam.wire's Python encoder (the value rules of its docstring, strings
- * escaped as orjson escapes them). It returns None, never raising, when a log
- * is not plain, so that the caller takes the per-log path, which applies and
- * names every rule: a log that is not a non-empty dict; a key that is
+ * escaped as orjson escapes them). A run's place holds None, never an exception,
+ * when one of its logs is not plain, so that the caller takes the per-log path,
+ * which applies and names every rule: a log that is not a non-empty dict; a key that is
  * not an exact str in `known_keys` (the keys already validated; None: skip the
  * check); a value not of a common type (str or a subclass, written as its
  * characters; exactly int, float, bool, None, dict, list); text that is not UTF-8; a value over 1 MiB of UTF-8; a log
  * longer than `max_log_bytes`; a dict or list that orjson refuses.
  *
  * `tail` (bytes) is JSON written at the end of every log (its `__time__`).
- * Built when a C compiler is at hand; without it, the Python encoder does it all.
+ *
+ * group_by(keys, items): the batcher's runs of logs a source callable named.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -197,30 +201,42 @@ static int write_all(Written *written) {
     return 0;
 }
 
-/* The floats, dicts and lists of the logs, written; 1: a log is not a dict. */
-static int write_run(Run *run, PyObject *logs) {
+/* The floats, dicts and lists of each run's logs, in order, written; `firsts[r]` (and
+ * `firsts[runs]`) the places of run r's first float and first nested value, or -1 where
+ * a log of the run is not a dict. 1: orjson refused a nested value. */
+static int write_runs(Run *run, PyObject *runs, Py_ssize_t (*firsts)[2]) {
     run->floats.values = PyList_New(0);
     run->nested.values = PyList_New(0);
     if (run->floats.values == NULL || run->nested.values == NULL) {
         return -1;
     }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(logs); i++) {
-        PyObject *log = PyList_GET_ITEM(logs, i);
-        if (!PyDict_Check(log)) {
-            return 1;
+    Py_ssize_t count = PyList_GET_SIZE(runs);
+    for (Py_ssize_t r = 0; r <= count; r++) {
+        firsts[r][0] = PyList_GET_SIZE(run->floats.values);
+        firsts[r][1] = PyList_GET_SIZE(run->nested.values);
+        if (r == count) {
+            break;
         }
-        Py_ssize_t position = 0;
-        PyObject *key, *value;
-        while (PyDict_Next(log, &position, &key, &value)) {
-            PyTypeObject *type = Py_TYPE(value);
-            PyObject *kind = NULL;
-            if (type == &PyFloat_Type && isfinite(PyFloat_AS_DOUBLE(value))) {
-                kind = run->floats.values;
-            } else if (type == &PyDict_Type || type == &PyList_Type) {
-                kind = run->nested.values;
+        PyObject *logs = PyList_GET_ITEM(runs, r);
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(logs); i++) {
+            PyObject *log = PyList_GET_ITEM(logs, i);
+            if (!PyDict_Check(log)) {
+                firsts[r][0] = -1; /* not plain: the run is not written */
+                break;
             }
-            if (kind != NULL && PyList_Append(kind, value) < 0) {
-                return -1;
+            Py_ssize_t position = 0;
+            PyObject *key, *value;
+            while (PyDict_Next(log, &position, &key, &value)) {
+                PyTypeObject *type = Py_TYPE(value);
+                PyObject *kind = NULL;
+                if (type == &PyFloat_Type && isfinite(PyFloat_AS_DOUBLE(value))) {
+                    kind = run->floats.values;
+                } else if (type == &PyDict_Type || type == &PyList_Type) {
+                    kind = run->nested.values;
+                }
+                if (kind != NULL && PyList_Append(kind, value) < 0) {
+                    return -1;
+                }
             }
         }
     }
@@ -246,18 +262,53 @@ static const char *text_of(Written *written, PyObject *value) {
     return written->next;
 }
 
+/* Where a float's text ends (orjson's JSON: at the comma or bracket after it). */
+static const char *float_end(const char *text) {
+    while (*text != ',' && *text != ']') {
+        text++;
+    }
+    return text;
+}
+
+/* Where a dict's or list's text ends: where its first bracket closes, outside strings
+ * (orjson's JSON is valid). */
+static const char *nested_end(const char *text) {
+    int depth = 0, in_string = 0;
+    do {
+        char c = *text++;
+        if (in_string) {
+            if (c == '\\') {
+                text++;
+            } else if (c == '"') {
+                in_string = 0;
+            }
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    } while (depth > 0);
+    return text;
+}
+
+/* Past the values of a run that was not written, to the next run's first. */
+static void skip_to(Written *written, Py_ssize_t index, const char *(*end_of)(const char *)) {
+    while (written->index < index) {
+        written->next = end_of(written->next) + 1;
+        written->index++;
+    }
+}
+
 /* repr() of a finite float: orjson's text where it is the same, else CPython's own. */
 static int put_finite(Buffer *buffer, PyObject *value, Written *floats) {
     const char *text = text_of(floats, value);
     if (text == NULL) {
         return 1;
     }
-    const char *end = text;
-    int exponent = 0;
-    while (*end != ',' && *end != ']') {
-        exponent |= *end == 'e';
-        end++;
-    }
+    const char *end = float_end(text);
+    int exponent = memchr(text, 'e', end - text) != NULL;
     floats->next = end + 1;
     const char *digits = text + (*text == '-');
     if (!exponent && strncmp(digits, "0.0000", 6) != 0) {
@@ -290,25 +341,7 @@ static int put_nested(Buffer *buffer, PyObject *value, Written *nested) {
     if (text == NULL) {
         return 1;
     }
-    /* It ends where its first bracket closes, outside strings (orjson's JSON is valid). */
-    const char *end = text;
-    int depth = 0, in_string = 0;
-    do {
-        char c = *end++;
-        if (in_string) {
-            if (c == '\\') {
-                end++;
-            } else if (c == '"') {
-                in_string = 0;
-            }
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == '{' || c == '[') {
-            depth++;
-        } else if (c == '}' || c == ']') {
-            depth--;
-        }
-    } while (depth > 0);
+    const char *end = nested_end(text);
     nested->next = end + 1; /* after the comma */
     if (end - text > MAX_VALUE_BYTES) {
         return 1;
@@ -430,65 +463,183 @@ static int put_log(Buffer *buffer, PyObject *log, PyObject *known_keys, KeyText 
     return 0;
 }
 
-static PyObject *encode_run(PyObject *module, PyObject *args) {
-    PyObject *logs, *known_keys;
-    const char *tail;
-    Py_ssize_t tail_size, max_log_bytes;
-    if (!PyArg_ParseTuple(args, "O!Oy#n:encode_run", &PyList_Type, &logs, &known_keys, &tail,
-                          &tail_size, &max_log_bytes)) {
+/* One run's logs joined by commas into `buffer`; 0 written, 1 not plain, -1 error. */
+static int put_run(Buffer *buffer, PyObject *logs, PyObject *known_keys, KeyText *keys, Run *run,
+                   const char *tail, Py_ssize_t tail_size, Py_ssize_t max_log_bytes) {
+    int result = 0;
+    /* The list may change while a value is written (user code): index it each time. */
+    for (Py_ssize_t i = 0; result == 0 && i < PyList_GET_SIZE(logs); i++) {
+        Py_ssize_t start = buffer->size + (i > 0);
+        if (i > 0 && PUT_LITERAL(buffer, ",") < 0) {
+            return -1;
+        }
+        PyObject *log = PyList_GET_ITEM(logs, i);
+        Py_INCREF(log);
+        result = put_log(buffer, log, known_keys, keys, run, tail, tail_size);
+        Py_DECREF(log);
+        if (result == 0 && buffer->size - start > max_log_bytes) {
+            result = 1;
+        }
+    }
+    return result;
+}
+
+static PyObject *encode_runs(PyObject *module, PyObject *args);
+
+/* Each run on its own (orjson refused a nested value of one of them). */
+static PyObject *encode_each(PyObject *runs, PyObject *known_keys, PyObject *tail,
+                             Py_ssize_t max_log_bytes) {
+    Py_ssize_t count = PyList_GET_SIZE(runs);
+    PyObject *results = PyList_New(count);
+    for (Py_ssize_t r = 0; results != NULL && r < count; r++) {
+        PyObject *one = PyList_New(1);
+        PyObject *args = NULL, *encoded = NULL;
+        if (one != NULL) {
+            PyList_SET_ITEM(one, 0, Py_NewRef(PyList_GET_ITEM(runs, r)));
+            args = Py_BuildValue("(OOOn)", one, known_keys, tail, max_log_bytes);
+        }
+        if (args != NULL) {
+            encoded = encode_runs(NULL, args);
+        }
+        Py_XDECREF(one);
+        Py_XDECREF(args);
+        if (encoded == NULL) {
+            Py_CLEAR(results);
+            break;
+        }
+        PyList_SET_ITEM(results, r, Py_NewRef(PyList_GET_ITEM(encoded, 0)));
+        Py_DECREF(encoded);
+    }
+    return results;
+}
+
+static PyObject *encode_runs(PyObject *module, PyObject *args) {
+    PyObject *runs, *known_keys, *tail_bytes;
+    Py_ssize_t max_log_bytes;
+    if (!PyArg_ParseTuple(args, "O!OO!n:encode_runs", &PyList_Type, &runs, &known_keys,
+                          &PyBytes_Type, &tail_bytes, &max_log_bytes)) {
         return NULL;
     }
     if (known_keys != Py_None && !PyAnySet_Check(known_keys)) {
         PyErr_SetString(PyExc_TypeError, "known_keys must be a set or None");
         return NULL;
     }
-    Py_ssize_t count = PyList_GET_SIZE(logs);
-    Buffer buffer = {NULL, 0, 0};
-    if (reserve(&buffer, 256 * (count + 1)) < 0) {
-        return PyErr_NoMemory();
+    Py_ssize_t count = PyList_GET_SIZE(runs);
+    for (Py_ssize_t r = 0; r < count; r++) {
+        if (!PyList_Check(PyList_GET_ITEM(runs, r))) {
+            PyErr_SetString(PyExc_TypeError, "each run must be a list");
+            return NULL;
+        }
     }
+    const char *tail = PyBytes_AS_STRING(tail_bytes);
+    Py_ssize_t tail_size = PyBytes_GET_SIZE(tail_bytes);
+    Py_ssize_t (*firsts)[2] = PyMem_Malloc(sizeof(*firsts) * (count + 1));
+    PyObject *results = PyList_New(count);
+    Buffer buffer = {NULL, 0, 0};
     Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}};
     KeyText keys[REMEMBERED_PLACES] = {{NULL, 0, {0}}};
-    int result = write_run(&run, logs);
-    /* The list may change while a value is written (user code): index it each time. */
-    for (Py_ssize_t i = 0; result == 0 && i < PyList_GET_SIZE(logs); i++) {
-        Py_ssize_t start = buffer.size + (i > 0);
-        if (i > 0 && PUT_LITERAL(&buffer, ",") < 0) {
-            result = -1;
-            break;
-        }
-        PyObject *log = PyList_GET_ITEM(logs, i);
-        Py_INCREF(log);
-        result = put_log(&buffer, log, known_keys, keys, &run, tail, tail_size);
-        Py_DECREF(log);
-        if (result == 0 && buffer.size - start > max_log_bytes) {
-            result = 1;
-        }
+    int result = -1;
+    if (firsts != NULL && results != NULL && reserve(&buffer, 64 * 1024) == 0) {
+        result = write_runs(&run, runs, firsts);
     }
-    PyObject *joined = NULL;
-    if (result == 0) {
-        joined = PyBytes_FromStringAndSize(buffer.data, buffer.size);
-    } else if (result == 1) {
-        joined = Py_NewRef(Py_None);
-    } else {
-        PyErr_NoMemory();
+    if (result == 1 && count > 1) {
+        Py_DECREF(results);
+        results = encode_each(runs, known_keys, tail_bytes, max_log_bytes);
+        result = results == NULL ? -2 : 2;
     }
+    for (Py_ssize_t r = 0; result == 0 && r < count; r++) {
+        PyObject *encoded = Py_None;
+        if (firsts[r][0] >= 0) {
+            skip_to(&run.floats, firsts[r][0], float_end);
+            skip_to(&run.nested, firsts[r][1], nested_end);
+            buffer.size = 0;
+            int written = put_run(&buffer, PyList_GET_ITEM(runs, r), known_keys, keys, &run, tail,
+                                  tail_size, max_log_bytes);
+            if (written < 0) {
+                result = -1;
+                break;
+            }
+            if (written == 0) {
+                encoded = PyBytes_FromStringAndSize(buffer.data, buffer.size);
+                if (encoded == NULL) {
+                    result = -1;
+                    break;
+                }
+            }
+        }
+        PyList_SET_ITEM(results, r, encoded == Py_None ? Py_NewRef(Py_None) : encoded);
+    }
+    if (result == 1) { /* the only run: orjson refused one of its nested values */
+        for (Py_ssize_t r = 0; r < count; r++) {
+            PyList_SET_ITEM(results, r, Py_NewRef(Py_None));
+        }
+        result = 0;
+    }
+    if (result < 0) {
+        if (result == -1 && !PyErr_Occurred()) {
+            PyErr_NoMemory();
+        }
+        Py_CLEAR(results);
+    }
+    PyMem_Free(firsts);
     PyMem_Free(buffer.data);
     forget_keys(keys);
     forget_run(&run);
-    return joined;
+    return results;
+}
+
+/* group_by(keys, items) -> {key: [item, ...]}: the items of each key, in order (the
+ * batcher's runs of a source callable's logs). */
+static PyObject *group_by(PyObject *module, PyObject *args) {
+    PyObject *keys, *items;
+    if (!PyArg_ParseTuple(args, "O!O!:group_by", &PyList_Type, &keys, &PyList_Type, &items)) {
+        return NULL;
+    }
+    if (PyList_GET_SIZE(keys) != PyList_GET_SIZE(items)) {
+        PyErr_SetString(PyExc_ValueError, "keys and items must be as many");
+        return NULL;
+    }
+    PyObject *groups = PyDict_New();
+    /* Indexed each time: a key's __hash__ or __eq__ may be the user's code. */
+    for (Py_ssize_t i = 0; groups != NULL && i < PyList_GET_SIZE(keys) &&
+                           i < PyList_GET_SIZE(items); i++) {
+        PyObject *key = Py_NewRef(PyList_GET_ITEM(keys, i));
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
+        PyObject *group = PyDict_GetItemWithError(groups, key); /* borrowed */
+        int failed = 0;
+        if (group == NULL) {
+            failed = PyErr_Occurred() != NULL;
+            if (!failed) {
+                PyObject *fresh = PyList_New(0);
+                failed = fresh == NULL || PyDict_SetItem(groups, key, fresh) < 0;
+                group = fresh;
+                Py_XDECREF(fresh); /* the dict holds it */
+            }
+        }
+        failed = failed || PyList_Append(group, item) < 0;
+        Py_DECREF(key);
+        Py_DECREF(item);
+        if (failed) {
+            Py_CLEAR(groups);
+        }
+    }
+    return groups;
 }
 
 static PyMethodDef methods[] = {
-    {"encode_run", encode_run, METH_VARARGS,
-     "encode_run(logs, known_keys, tail, max_log_bytes) -> bytes | None\n\n"
-     "The logs' JSON objects joined by commas, or None when one is not plain."},
+    {"encode_runs", encode_runs, METH_VARARGS,
+     "encode_runs(runs, known_keys, tail, max_log_bytes) -> list[bytes | None]\n\n"
+     "Each run's logs' JSON objects joined by commas, or None where one is not plain."},
+    {"group_by", group_by, METH_VARARGS,
+     "group_by(keys, items) -> dict[key, list]\n\nThe items of each key, in order."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "sls_beam._speedups",
-    "The wire format's bulk encoder in C (see sls_beam.wire).", -1, methods,
+    "The hot path's loops in C: the wire format's bulk encoder (see sls_beam.wire) and the "
+    "batcher's grouping of logs by source (see sls_beam.batching).",
+    -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {

@@ -11,15 +11,16 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain
+from itertools import accumulate, chain, islice
 from typing import Any, NamedTuple
 
 import orjson
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from sls_beam import accelerated
 from sls_beam.errors import InvalidLogError
-from sls_beam.preparing import LogPreparer, log_content
+from sls_beam.preparing import LogPreparer, callable_raised, log_content
 from sls_beam.wire import BatchLimits, LogGroup, encode_plain
 
 #: What buffering costs beside the logs' JSON, in bytes of memory: an open
@@ -179,6 +180,20 @@ def pack_run(elements: list, logs: list) -> bytes | list:
         return elements
 
 
+def _group_by(keys: list, items: list) -> dict[Any, list]:
+    """The items of each key, in order (in C where built)."""
+    if accelerated.speedups is not None:
+        return accelerated.speedups.group_by(keys, items)
+    groups: dict[Any, list] = {}
+    for key, item in zip(keys, items, strict=True):
+        run = groups.get(key)
+        if run is None:
+            groups[key] = [item]
+        else:
+            run.append(item)
+    return groups
+
+
 class Added(NamedTuple):
     """What adding an element closed: batches to send, and elements refused:
     (element, origin, why)."""
@@ -313,6 +328,9 @@ class KeyedBatcher:
         self._waiting_limit = WAITING_LOGS
         self._static_group = preparer.static_group
         self._static_waiting: tuple[list, list] | None = None
+        # The elements waiting for a source callable: called on all of them at once.
+        self._source_callable = preparer.source_callable
+        self._sourced: list = []
         self.buffered_bytes = 0
 
     def add(self, element: Any, origin: Any, timestamp=None) -> Added | None:
@@ -344,20 +362,21 @@ class KeyedBatcher:
                 else:
                     same = [element]
                     self._static_waiting = self._waiting[self._static_group] = (same, same)
+            elif (
+                self._source_callable is not None
+                and "__topic__" not in element
+                and "__source__" not in element
+                and "__tags__" not in element
+            ):
+                # A source per element (a file's name, a host): called and grouped a
+                # run at a time (see _sourced_runs), as cheap here as a constant group.
+                self._sourced.append(element)
             else:
                 try:
                     group, content = self._preparer.group_of(element)
                 except InvalidLogError as e:
                     return Added([], [(element, origin, e)])
-                waiting = self._waiting.get(group)
-                if waiting is None or waiting[0] is waiting[1]:
-                    waiting = self._waiting[group] = (
-                        ([], []) if waiting is None else (waiting[0], list(waiting[1]))
-                    )
-                    if group == self._static_group:  # the constant group, by a log's own fields
-                        self._static_waiting = None
-                waiting[0].append(element)
-                waiting[1].append(content)
+                self._wait(group, element, content)
             self._waiting_count += 1
             if self._waiting_count >= self._waiting_limit:
                 return self._encode_waiting()
@@ -369,6 +388,17 @@ class KeyedBatcher:
         added = Added([], [])
         self._add(group, data, origin, added)
         return added if added.batches else None
+
+    def _wait(self, group: LogGroup, element: Any, content: Any) -> None:
+        waiting = self._waiting.get(group)
+        if waiting is None or waiting[0] is waiting[1]:
+            waiting = self._waiting[group] = (
+                ([], []) if waiting is None else (waiting[0], list(waiting[1]))
+            )
+            if group == self._static_group:  # the constant group, by a log's own fields
+                self._static_waiting = None
+        waiting[0].append(element)
+        waiting[1].append(content)
 
     def drain(self) -> Added:
         """Close and return everything buffered."""
@@ -385,21 +415,73 @@ class KeyedBatcher:
             not draining
             and self._waiting_limit < self._limits.max_logs
             and not any(
-                map(gc.is_tracked, chain.from_iterable(e for e, _ in self._waiting.values()))
+                map(
+                    gc.is_tracked,
+                    chain(chain.from_iterable(e for e, _ in self._waiting.values()), self._sourced),
+                )
             )
         ):
             self._waiting_limit = self._limits.max_logs  # untracked: they may wait for more
             return None
         self._waiting_limit = WAITING_LOGS
         added = Added([], [])
-        waiting, self._waiting, self._waiting_count = self._waiting, {}, 0
+        sourced, self._sourced = self._sourced, []
+        runs = self._sourced_runs(sourced, added) if sourced else []
+        runs += self._waiting.items()
+        self._waiting, self._waiting_count = {}, 0
         self._static_waiting = None
-        if not waiting:
+        if not runs:
             return added
-        encoded = self._preparer.encode_runs([contents for _, contents in waiting.values()])
-        for (group, (elements, contents)), joined in zip(waiting.items(), encoded, strict=True):
+        encoded = self._preparer.encode_runs([contents for _, (_, contents) in runs])
+        for (group, (elements, contents)), joined in zip(runs, encoded, strict=True):
             self._place(group, elements, contents, joined, added)
         return added
+
+    def _sourced_runs(self, elements: list, added: Added) -> list[tuple[LogGroup, tuple]]:
+        """The source callable's waiting elements as runs, per group (each element its
+        own content): the callable called on each by ``map`` and the elements grouped
+        by what it gave, in C where built (none names its own group fields). One whose
+        call raised, or whose source breaks a rule, fails alone."""
+        elements, sources = self._sources_of(elements, added)
+        try:
+            by_source = list(_group_by(sources, elements).items())
+        except TypeError:  # a source that is not hashable (refused below): a run a log
+            pairs = zip(sources, elements, strict=True)
+            by_source = [(source, [element]) for source, element in pairs]
+        runs = []
+        for source, run in by_source:
+            try:
+                group = self._preparer.group_of_source(source)
+            except InvalidLogError as e:  # the source breaks a rule: each of its logs fails
+                added.invalid.extend((element, element, e) for element in run)
+            else:
+                runs.append((group, (run, run)))
+        return runs
+
+    def _sources_of(self, elements: list, added: Added) -> tuple[list, list]:
+        """The elements whose source callable returned, and what it returned for each;
+        an element whose call raised fails (the others are called once each)."""
+        sources: list = []
+        kept = elements
+        start = 0
+        while True:
+            called = len(sources)
+            try:
+                sources.extend(map(self._source_callable, islice(elements, start, None)))
+                break
+            except Exception as e:  # noqa: BLE001 - the user's callable
+                failed = start + len(sources) - called
+                if kept is elements:
+                    kept = elements[:failed]
+                else:
+                    kept += elements[start:failed]
+                added.invalid.append(
+                    (elements[failed], elements[failed], callable_raised("source", e))
+                )
+                start = failed + 1
+        if kept is not elements:
+            kept += elements[start:]
+        return kept, sources
 
     def _place(
         self, group: LogGroup, elements: list, contents: list, joined: bytes | None, added: Added
@@ -407,6 +489,15 @@ class KeyedBatcher:
         """Put a group's waiting elements (``joined``: their JSON, if encoded in bulk) in
         its open batch, in order, in runs that fill it; encode again what is cut."""
         limits = self._limits
+        batch = self._open.get(group)
+        if (  # the common case: the run fits the open batch
+            joined is not None
+            and batch is not None
+            and limits.fits(batch.count, batch.nbytes, len(joined), batch.room, len(elements))
+        ):
+            self._append_run(group, batch, joined, elements, contents, added)
+            self._make_room(added)
+            return
         whole = contents
         runs = deque([(elements, contents)])
         while runs:

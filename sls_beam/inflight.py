@@ -90,13 +90,27 @@ class InFlightSender:
                 # About to wait: first put every batch on the wire, so that the
                 # service works on all of them meanwhile.
                 self._write_compressed(wait=True)
-            self._queue.popleft()
-            sizes = (oldest.request.raw_size, len(oldest.request.body))
-            try:
-                done.append(Outcome(oldest.batch, *sizes, result=oldest.pending.result()))
-            except SLSError as e:
-                done.append(Outcome(oldest.batch, *sizes, error=e))
+            done.append(self._outcome(self._queue.popleft()))
         return done
+
+    def answered(self) -> list[Outcome]:
+        """Outcomes of the oldest requests whose answers are already in: no waiting
+        (but for the retries an answer may call for)."""
+        self._write_compressed(wait=False)
+        done = []
+        while self._queue and self._queue[0].pending is not None:
+            if not self._queue[0].pending.answered():
+                break
+            done.append(self._outcome(self._queue.popleft()))
+        return done
+
+    @staticmethod
+    def _outcome(sending: _Request) -> Outcome:
+        sizes = (sending.request.raw_size, len(sending.request.body))
+        try:
+            return Outcome(sending.batch, *sizes, result=sending.pending.result())
+        except SLSError as e:
+            return Outcome(sending.batch, *sizes, error=e)
 
     def _write_compressed(self, wait: bool) -> None:
         """Write, in order, the batches whose compression has finished (``wait``: all)."""

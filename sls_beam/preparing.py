@@ -165,6 +165,19 @@ class LogPreparer:
         except Exception as e:  # noqa: BLE001 - a topic/source/tags callable's own code
             raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
 
+    @property
+    def source_callable(self) -> Callable[[Any], Any] | None:
+        """The source callable, when it alone sets the group (topic and tags constant)."""
+        return self._config.source if self._source_groups is not None else None
+
+    def group_of_source(self, source: Any) -> LogGroup:
+        """The group of logs whose :attr:`source_callable` gave ``source``.
+        Raises InvalidLogError if ``source`` breaks a rule."""
+        if source.__class__ is str:
+            return self._source_groups[source]
+        config = self._config
+        return LogGroup.of(config.topic, source, config.tags)  # None: no source; else refused
+
     def encode_many(self, logs: list[dict]) -> bytes | None:
         """Plain logs encoded in bulk (see LogEncoder.encode_many), or ``None``."""
         return self._encoder.encode_many(logs)
@@ -217,7 +230,12 @@ def _called(option: Callable[[Any], Any], element: Any, name: str) -> Any:
     try:
         return option(element)
     except Exception as e:
-        raise InvalidLogError(f"__{name}__", f"the {name} callable raised {describe(e)}") from None
+        raise callable_raised(name, e) from None
+
+
+def callable_raised(name: str, error: Exception) -> InvalidLogError:
+    """The error of an element whose ``name`` (topic, source, tags) callable raised."""
+    return InvalidLogError(f"__{name}__", f"the {name} callable raised {describe(error)}")
 
 
 def _tag_texts(tags: Mapping[str, Any]) -> tuple:

@@ -55,7 +55,6 @@ from __future__ import annotations
 import datetime
 import functools
 import math
-import os
 import re
 import time
 import zlib
@@ -68,14 +67,8 @@ from typing import Any, NamedTuple
 import lz4.block
 import orjson
 
+from sls_beam import accelerated
 from sls_beam.errors import InvalidLogError, describe, excerpt, key_text
-
-try:  # the bulk encoder in C, built where a compiler was at hand: the same bytes, faster
-    from sls_beam import _speedups
-except ImportError:
-    _speedups = None
-if os.environ.get("SLS_BEAM_PURE_PYTHON"):  # to compare the two, or rule the C one out
-    _speedups = None
 
 API_VERSION = "0.6.0"
 
@@ -332,10 +325,11 @@ class LogEncoder:
         """:meth:`encode_many` of each run, with one pass over the columns of all
         (runs of a few logs each, such as a bundle's logs per group, cost about
         what one run of all of them does). A run that is not all plain is ``None``."""
-        if _speedups is not None and not self.event_time_key:
+        speedups = accelerated.speedups
+        if speedups is not None and not self.event_time_key:
             tail = f',"{TIME_KEY}":{int(time.time())}'.encode() if self.log_time else b""
             valid, limit = self._valid_keys, self.max_log_bytes
-            return [_speedups.encode_run(list(run), valid, tail, limit) for run in runs]
+            return speedups.encode_runs(list(map(list, runs)), valid, tail, limit)
         logs = runs[0] if len(runs) == 1 else list(chain.from_iterable(runs))
         if self.event_time_key or not all(logs):
             return self._each_run(runs)
@@ -505,8 +499,9 @@ def _encode_known(log: dict) -> bytes | None:
     digits, a text that is not UTF-8, a log so large a value might pass
     1 MiB) takes the slow path.
     """
-    if _speedups is not None:
-        return _speedups.encode_run([log], None, b"", SERVICE_MAX_RAW_BYTES)
+    speedups = accelerated.speedups
+    if speedups is not None:
+        return speedups.encode_runs([[log]], None, b"", SERVICE_MAX_RAW_BYTES)[0]
     try:
         for value in log.values():
             if value.__class__ is not str:

@@ -209,6 +209,36 @@ def test_a_callable_that_raises_fails_its_element_alone_in_the_bulk_lane():
     assert sum(b.count for b in batches) == 4
 
 
+def odd_source(log):
+    """A source callable as users write them, with every way a value may go wrong."""
+    n = log["n"]
+    return {0: None, 1: ["a list"], 2: "x" * 200, 3: 1 / (n - 3)}.get(n, f"host-{n % 2}")
+
+
+def test_a_source_per_element_is_called_once_each_and_each_bad_source_fails_alone():
+    called = []
+
+    def source(log):
+        called.append(log["n"])
+        return odd_source(log)
+
+    batcher = KeyedBatcher(preparer(source=source), BatchLimits(), 1 << 20, GLOBAL)
+    logs = [{"n": n, "user": {"id": n}} for n in range(300)]
+    logs[150] = {"n": 150, "__source__": "own", "user": {"id": 150}}  # its own group
+    batches, invalid = batches_of(batcher, logs)
+    assert sorted(called) == list(range(300))  # once each
+    assert sorted((e["n"], err.key) for e, _, err in invalid) == [
+        (1, "__source__"),  # a list
+        (2, "__source__"),  # over 128 bytes
+        (3, "__source__"),  # the callable raised
+    ]
+    assert "ZeroDivisionError" in str(next(err for e, _, err in invalid if e["n"] == 3))
+    counts = {b.group.source: b.count for b in batches}
+    assert counts == {"": 1, "own": 1, "host-0": 147, "host-1": 148}
+    [host_1] = [b for b in batches if b.group.source == "host-1"]
+    assert [log["n"] for log in sent(host_1)] == [str(n) for n in range(5, 300, 2)]  # in order
+
+
 def test_windowed_input_keeps_the_lane_closed_and_each_window():
     batcher = KeyedBatcher(preparer(topic="app"), BatchLimits(max_logs=100), 1 << 20)
     batches, _ = batches_of(batcher, [{"i": str(i)} for i in range(300)], windowed=True)

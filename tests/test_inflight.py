@@ -7,13 +7,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from apache_beam.transforms.window import GlobalWindows
 
 from sls_beam.batching import Batch
 from sls_beam.client import WebTrackingClient
+from sls_beam.config import SLSWriteConfig
 from sls_beam.emulator import Emulator, FaultPlan
 from sls_beam.inflight import InFlightSender
+from sls_beam.metrics import SinkMetrics
+from sls_beam.outputs import BatchWriter
 from sls_beam.wire import LogGroup
 from tests.helpers import LOGSTORE, PROJECT
+
+GLOBAL = GlobalWindows.windowed_value(None)
 
 
 def batch_of(topic: str, logs: list[bytes]) -> Batch:
@@ -79,3 +85,46 @@ def test_close_drops_requests_awaiting_answers_without_reading_them():
             closing.join(timeout=20)  # reading either answer would take 60 s
             assert not closing.is_alive()
             assert sender.completed(keep=0) == []
+
+
+def windowed_batch(topic: str) -> Batch:
+    """A batch of one log in the global window, as the sink's batches are."""
+    return Batch.of(LogGroup(topic=topic), [b'{"a":"1"}'], [None], GLOBAL)
+
+
+def writer_to(endpoint: str) -> BatchWriter:
+    config = SLSWriteConfig(endpoint=endpoint, project=PROJECT, logstore=LOGSTORE, max_in_flight=1)
+    return BatchWriter(config, SinkMetrics())
+
+
+def test_closed_batches_wait_for_a_slot_within_the_room_without_stalling_the_caller():
+    """Batches that fill at once (many groups) queue within ``room`` bytes: collect()
+    returns without waiting for an answer (each takes 60 s here), one on the wire."""
+    with Emulator(faults=FaultPlan(latency_secs=60)) as emulator:
+        writer = writer_to(emulator.endpoint)
+        for i in range(3):
+            writer.submit(windowed_batch(f"t{i}"))
+        outputs: list = []
+        collecting = threading.Thread(
+            target=lambda: outputs.extend(writer.collect(keep=1, room=1 << 20))
+        )
+        collecting.start()
+        collecting.join(timeout=20)
+        try:
+            assert not collecting.is_alive() and outputs == []
+            assert (writer._sender.in_flight, len(writer._waiting)) == (1, 2)
+        finally:
+            writer.close()
+
+
+def test_without_room_collect_waits_for_answers_until_nothing_is_queued(emulator):
+    writer = writer_to(emulator.endpoint)
+    try:
+        for i in range(3):
+            writer.submit(windowed_batch(f"t{i}"))
+        outputs = list(writer.collect(keep=1, room=0))
+        assert len(outputs) == 2 and (writer._sender.in_flight, len(writer._waiting)) == (1, 0)
+        assert len(list(writer.collect(keep=0))) == 1
+    finally:
+        writer.close()
+    assert sorted(log.topic for log in emulator.logs()) == ["t0", "t1", "t2"]

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from sls_beam import wire
+from sls_beam import accelerated
 from sls_beam.errors import InvalidLogError
 from sls_beam.wire import (
     SERVICE_MAX_LOGS,
@@ -250,24 +250,24 @@ TRICKY_VALUES = [
 
 
 #: The bulk encoders: the package's C one (when built) and the Python one beside it.
-BULK_ENCODERS = ["python"] + (["c"] if wire._speedups is not None else [])
+BULK_ENCODERS = ["python"] + (["c"] if accelerated.speedups is not None else [])
 
 
 @contextlib.contextmanager
 def bulk_encoder(name: str):
-    built = wire._speedups
-    wire._speedups = built if name == "c" else None
+    built = accelerated.speedups
+    accelerated.speedups = built if name == "c" else None
     try:
         yield
     finally:
-        wire._speedups = built
+        accelerated.speedups = built
 
 
 def test_the_c_encoder_is_built_where_it_must_be():
     """CI builds it (a compiler is at hand there): the tests below then hold it to the
     Python encoder's bytes, rather than skipping it unnoticed."""
     if os.environ.get("SLS_BEAM_REQUIRE_SPEEDUPS"):
-        assert wire._speedups is not None, "sls_beam/_speedups.c was not built"
+        assert accelerated.speedups is not None, "sls_beam/_speedups.c was not built"
     assert BULK_ENCODERS[0] == "python"
 
 
@@ -290,6 +290,24 @@ def test_plain_logs_are_encoded_in_bulk_by_each_encoder(implementation):
             reference_bytes(encoder, log) for log in logs
         ]
         assert b",".join(map(encoder.encode, logs)) == expected
+        # A run that is not plain (a log not a dict, text that is not UTF-8 before a
+        # float and a nested value) leaves the runs around it in bulk, their floats and
+        # nested values in their places.
+        broken = [{"msg": "\ud800"}, {"ts": 3.5, "user": {"id": 1}}]
+        runs = [logs, broken, logs[::-1], [logs[0], "not a dict"], logs]
+        assert encoder.encode_runs(runs) == [
+            expected,
+            None,
+            b",".join(reference_bytes(encoder, log) for log in logs[::-1]),
+            None,
+            expected,
+        ]
+        # A nested key orjson refuses (the Python encoder writes it itself) leaves the
+        # other runs in bulk too.
+        odd = {"ts": 2.5, "user": {1: "int key"}}
+        encoded = encoder.encode_runs([logs, [odd], logs])
+        assert encoded[1] in (None, reference_bytes(encoder, odd))
+        assert encoded[::2] == [expected, expected]
 
 
 @pytest.mark.parametrize("implementation", BULK_ENCODERS)
