@@ -284,6 +284,8 @@ def main() -> None:
         "bounded_none_over_floor": round(rate(BOUNDED.format("none")) / floor, 2),
         "typed_over_typed_floor": round(rate(TYPED) / typed_floor, 2),
         "typed_source_callable_over_typed_floor": round(rate(TYPED_SOURCE) / typed_floor, 2),
+        # What a source per element costs above a constant one, in microseconds a log.
+        "dynamic_group_extra_us": round(1e6 / rate(TYPED_SOURCE) - 1e6 / rate(TYPED), 2),
         "files_backfill_over_read_and_parse": round(rate(BACKFILL) / rate(FILES_FLOOR), 2),
         "typed_encoder_logs_per_sec": round(typed_encoder),
         "bounded_lz4_over_naive": round(bounded / naive, 1),

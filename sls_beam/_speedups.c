@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #define MAX_VALUE_BYTES (1024 * 1024)
@@ -78,6 +79,16 @@ static void make_escapes(void) {
     escapes['\\'] = '\\';
 }
 
+/* Whether one of 8 bytes needs escaping: under 0x20, a quote or a backslash (exact as a
+ * yes or no: the classic "has a byte less than n / equal to c" word tricks). */
+static inline int needs_escape(uint64_t word) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t quote = word ^ (ones * '"'), backslash = word ^ (ones * '\\');
+    uint64_t found = ((word - ones * 0x20) & ~word) | ((quote - ones) & ~quote) |
+                     ((backslash - ones) & ~backslash);
+    return (found & highs) != 0;
+}
+
 /* UTF-8 `text` escaped as in a JSON string, without quotes. */
 static int put_escaped(Buffer *buffer, const unsigned char *text, Py_ssize_t size) {
     static const char hex[] = "0123456789abcdef";
@@ -86,22 +97,32 @@ static int put_escaped(Buffer *buffer, const unsigned char *text, Py_ssize_t siz
         return -1;
     }
     char *out = buffer->data + buffer->size;
-    Py_ssize_t start = 0;
-    for (Py_ssize_t i = 0; i < size; i++) {
-        char escape = escapes[text[i]];
-        if (escape == 0) {
-            continue;
+    Py_ssize_t start = 0, i = 0;
+    while (i < size) {
+        if (i + 8 <= size) {
+            uint64_t word;
+            memcpy(&word, text + i, 8);
+            if (!needs_escape(word)) {
+                i += 8; /* the common case: 8 bytes at a time */
+                continue;
+            }
         }
-        memcpy(out, text + start, i - start);
-        out += i - start;
-        start = i + 1;
-        *out++ = '\\';
-        *out++ = escape;
-        if (escape == 'u') {
-            *out++ = '0';
-            *out++ = '0';
-            *out++ = hex[text[i] >> 4];
-            *out++ = hex[text[i] & 0xf];
+        for (Py_ssize_t end = i + 8 < size ? i + 8 : size; i < end; i++) {
+            char escape = escapes[text[i]];
+            if (escape == 0) {
+                continue;
+            }
+            memcpy(out, text + start, i - start);
+            out += i - start;
+            start = i + 1;
+            *out++ = '\\';
+            *out++ = escape;
+            if (escape == 'u') {
+                *out++ = '0';
+                *out++ = '0';
+                *out++ = hex[text[i] >> 4];
+                *out++ = hex[text[i] & 0xf];
+            }
         }
     }
     memcpy(out, text + start, size - start);

@@ -113,15 +113,10 @@ class WriteInBundleFn(SinkDoFn):
             yield pvalue.TaggedOutput(FAILED_TAG, self._batcher.in_window(origin, failed))
         for batch in added.batches:
             self._writer.submit(batch)
-        # Closed batches may wait for a request slot (up to as many full batches as may
-        # be in flight, within what the open ones leave of max_buffered_bytes): the
-        # worker goes on batching meanwhile, as when many groups fill at once.
-        config = self._config
-        room = min(
-            config.max_in_flight * config.max_batch_bytes,
-            config.max_buffered_bytes - self._batcher.buffered_bytes,
-        )
-        yield from self._writer.collect(keep=config.max_in_flight, room=room)
+        # As many closed batches as may be in flight wait for a request slot while the
+        # worker goes on batching (many groups fill their batches at once).
+        limit = self._config.max_in_flight
+        yield from self._writer.collect(keep=limit, queued=limit)
 
 
 class PrepareForStateFn(SinkDoFn):

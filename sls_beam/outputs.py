@@ -29,10 +29,10 @@ class BatchWriter:
     each outcome into outputs: a written record, failed logs, or an exception.
 
     :meth:`submit` only queues a batch; :meth:`collect` sends what is queued
-    as request slots free up and yields the outputs of what finished. Batches
-    may wait in the queue, within the bytes the caller allows, while the
-    caller goes on batching: many groups whose batches fill at once (a source
-    per host) then do not stall the worker until all but a few are answered. A batch the
+    as request slots free up and yields the outputs of what finished. As many
+    batches as the caller allows may wait in the queue while it goes on
+    batching: many groups whose batches fill at once (a source per host) then
+    do not stall the worker until all but a few are answered. A batch the
     service refuses for its *content* (400 PostBodyInvalid and kin, 413) is
     split in halves, queued like any batch, until the bad logs stand alone
     and go to the failed output; the rest of the batch is still delivered.
@@ -45,25 +45,21 @@ class BatchWriter:
         self._client = config.make_client()
         self._sender = InFlightSender(self._client, config.compression)
         self._waiting: deque[Batch] = deque()
-        self._waiting_bytes = 0
 
     def submit(self, batch: Batch) -> None:
         """Queue ``batch``; :meth:`collect` sends it."""
         self._waiting.append(batch)
-        self._waiting_bytes += len(batch.joined)
 
-    def collect(self, keep: int, room: int = 0) -> Iterator:
+    def collect(self, keep: int, queued: int = 0) -> Iterator:
         """Send what is queued as request slots free up, and yield the outputs of
         finished requests. Returns once at most ``keep`` requests are in flight and
-        the batches still queued hold at most ``room`` bytes of JSON (``keep=0``,
-        ``room=0``: all done); until then it waits for answers."""
+        at most ``queued`` batches wait for a slot (``keep=0``, ``queued=0``: all
+        done); until then it waits for answers."""
         limit = self._config.max_in_flight
         while True:
             while self._waiting and self._sender.in_flight < limit:
-                batch = self._waiting.popleft()
-                self._waiting_bytes -= len(batch.joined)
-                self._sender.submit(batch)
-            if self._sender.in_flight <= keep and self._waiting_bytes <= room:
+                self._sender.submit(self._waiting.popleft())
+            if self._sender.in_flight <= keep and len(self._waiting) <= queued:
                 if not self._waiting:
                     return
                 outcomes = self._sender.answered()  # slots freed without waiting, if any
@@ -105,8 +101,7 @@ class BatchWriter:
         refused_content = self._client.retry.is_refused_content(error.status, error.error_code)
         if refused_content and batch.count > 1:
             self._metrics.split_batches.inc()
-            for half in batch.halves():
-                self.submit(half)
+            self._waiting.extend(batch.halves())
             return
         if not refused_content and self._config.on_send_failure == "raise":
             raise error

@@ -97,16 +97,16 @@ def writer_to(endpoint: str) -> BatchWriter:
     return BatchWriter(config, SinkMetrics())
 
 
-def test_closed_batches_wait_for_a_slot_within_the_room_without_stalling_the_caller():
-    """Batches that fill at once (many groups) queue within ``room`` bytes: collect()
-    returns without waiting for an answer (each takes 60 s here), one on the wire."""
+def test_closed_batches_may_queue_for_a_slot_without_stalling_the_caller():
+    """Batches that fill at once (many groups) may queue: collect() returns without
+    waiting for an answer (each takes 60 s here), one on the wire, two queued."""
     with Emulator(faults=FaultPlan(latency_secs=60)) as emulator:
         writer = writer_to(emulator.endpoint)
         for i in range(3):
             writer.submit(windowed_batch(f"t{i}"))
         outputs: list = []
         collecting = threading.Thread(
-            target=lambda: outputs.extend(writer.collect(keep=1, room=1 << 20))
+            target=lambda: outputs.extend(writer.collect(keep=1, queued=2))
         )
         collecting.start()
         collecting.join(timeout=20)
@@ -117,14 +117,15 @@ def test_closed_batches_wait_for_a_slot_within_the_room_without_stalling_the_cal
             writer.close()
 
 
-def test_without_room_collect_waits_for_answers_until_nothing_is_queued(emulator):
+def test_collect_waits_for_answers_until_no_more_than_allowed_are_queued(emulator):
     writer = writer_to(emulator.endpoint)
     try:
         for i in range(3):
             writer.submit(windowed_batch(f"t{i}"))
-        outputs = list(writer.collect(keep=1, room=0))
-        assert len(outputs) == 2 and (writer._sender.in_flight, len(writer._waiting)) == (1, 0)
-        assert len(list(writer.collect(keep=0))) == 1
+        writer.submit(windowed_batch("t3"))
+        outputs = list(writer.collect(keep=1, queued=1))
+        assert len(outputs) == 2 and (writer._sender.in_flight, len(writer._waiting)) == (1, 1)
+        assert len(list(writer.collect(keep=0))) == 2
     finally:
         writer.close()
-    assert sorted(log.topic for log in emulator.logs()) == ["t0", "t1", "t2"]
+    assert sorted(log.topic for log in emulator.logs()) == ["t0", "t1", "t2", "t3"]

@@ -412,3 +412,21 @@ def test_the_quick_path_writes_what_the_rules_say(log):
     encoder.encode(log)  # learns the keys: the next encode takes the quick path
     expected = orjson.dumps({key: stringify(key, value) for key, value in log.items()})
     assert encoder.encode(log) == expected
+
+
+@pytest.mark.parametrize("implementation", BULK_ENCODERS)
+def test_text_is_escaped_as_orjson_escapes_it_wherever_the_character_stands(implementation):
+    """The C encoder skips 8 bytes at a time where none needs escaping: a character
+    to escape, or a non-ASCII one, at every place of a text is written as orjson
+    writes it."""
+    encoder = LogEncoder()
+    specials = ['"', "\\", "\n", "\x00", "\x1f", "\x7f", "é", "😀"]
+    logs = [
+        {"msg": "a" * place + special + "b" * (20 - place)}
+        for special in specials
+        for place in range(21)
+    ]
+    reference_bytes(encoder, logs[0])  # the key, known
+    with bulk_encoder(implementation):
+        encoded = encoder.encode_many(logs)
+    assert encoded == b",".join(orjson.dumps(log) for log in logs)
