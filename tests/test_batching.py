@@ -239,6 +239,28 @@ def test_a_source_per_element_is_called_once_each_and_each_bad_source_fails_alon
     assert [log["n"] for log in sent(host_1)] == [str(n) for n in range(5, 300, 2)]  # in order
 
 
+def test_groups_that_fill_in_step_send_their_first_batches_at_different_sizes():
+    """16 hosts interleaved would fill their batches in step and send them all at
+    once, for ever; their first batches are sent a little earlier each (down to half),
+    the next ones full."""
+    batcher = KeyedBatcher(
+        preparer(source=lambda log: f"host-{log['n'] % 16}", max_batch_logs=64),
+        BatchLimits(max_logs=64),
+        1 << 30,
+        GLOBAL,
+    )
+    batches, _ = batches_of(batcher, [{"n": n, "user": {"id": n}} for n in range(64 * 16 * 3)])
+    first, later = {}, []
+    for batch in batches:
+        if batch.group.source in first:
+            later.append(batch.count)
+        else:
+            first[batch.group.source] = batch.count
+    # 64 - 2k logs for the k-th group, reached a waiting run (8 logs of a host) at a time.
+    assert set(first.values()) == {40, 48, 56, 64}
+    assert set(later[: len(later) - 16]) == {64}  # all full but each group's last
+
+
 def test_windowed_input_keeps_the_lane_closed_and_each_window():
     batcher = KeyedBatcher(preparer(topic="app"), BatchLimits(max_logs=100), 1 << 20)
     batches, _ = batches_of(batcher, [{"i": str(i)} for i in range(300)], windowed=True)
