@@ -1,22 +1,19 @@
 /* The hot path's loops in C, built where a C compiler is at hand: without it, the same
  * results come from Python (sls_beam.wire, sls_beam.batching).
  *
- * The wire format's bulk encoder: plain logs to the JSON a request carries.
+ * encode_runs(runs, known_keys, tail, max_log_bytes): the wire format's bulk encoder.
+ * For each run (a list of logs), each log as a JSON object of string values, joined by
+ * commas: the same bytes as sls_beam.wire's Python encoder (the value rules of its
+ * docstring; text escaped as orjson escapes it). A run's place holds None, never an
+ * exception, when one of its logs is not plain, so that the caller takes the per-log
+ * path, which applies and names every rule: a log that is not a non-empty dict; a key
+ * that is not an exact str in `known_keys` (the keys already validated; None: no check);
+ * a value not of a common type (str or a subclass, written as its characters; exactly
+ * int, float, bool, None, dict, list); text that is not UTF-8; a value over 1 MiB of
+ * UTF-8; a log longer than `max_log_bytes`; a dict or list that orjson refuses. `tail`
+ * (bytes) is JSON written at the end of every log (its `__time__`).
  *
- * encode_runs(runs, known_keys, tail, max_log_bytes) writes, for each run (a list of
- * logs), each log as a JSON object of string values, joined by commas: the same bytes as
- * sls_beam.wire's Python encoder (the value rules of its docstring, strings
- * escaped as orjson escapes them). A run's place holds None, never an exception,
- * when one of its logs is not plain, so that the caller takes the per-log path,
- * which applies and names every rule: a log that is not a non-empty dict; a key that is
- * not an exact str in `known_keys` (the keys already validated; None: skip the
- * check); a value not of a common type (str or a subclass, written as its
- * characters; exactly int, float, bool, None, dict, list); text that is not UTF-8; a value over 1 MiB of UTF-8; a log
- * longer than `max_log_bytes`; a dict or list that orjson refuses.
- *
- * `tail` (bytes) is JSON written at the end of every log (its `__time__`).
- *
- * group_by(keys, items): the batcher's runs of logs a source callable named.
+ * group_by(keys, items): the batcher's runs of the logs a source callable named.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
