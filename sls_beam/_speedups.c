@@ -379,7 +379,8 @@ static int put_value(Buffer *buffer, PyObject *value, Run *run) {
         return put_str(buffer, value, MAX_VALUE_BYTES);
     }
     if (type == &PyBool_Type) {
-        return value == Py_True ? PUT_LITERAL(buffer, "\"true\"") : PUT_LITERAL(buffer, "\"false\"");
+        return value == Py_True ? PUT_LITERAL(buffer, "\"true\"")
+                                : PUT_LITERAL(buffer, "\"false\"");
     }
     if (value == Py_None) {
         return PUT_LITERAL(buffer, "\"null\"");
