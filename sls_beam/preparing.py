@@ -144,7 +144,9 @@ class LogPreparer:
 
     def group_of(self, element: dict) -> tuple[LogGroup, dict]:
         """The group of a ``dict`` element, and its content (without the fields that
-        set the group). Raises InvalidLogError, naming what user code raised."""
+        set the group). Raises InvalidLogError, naming what user code raised. (The
+        batcher groups the logs of a lone source callable itself, a run at a time:
+        :attr:`source_callable`, :meth:`group_of_source`.)"""
         group = self._static_group
         if (
             group is not None
@@ -153,11 +155,6 @@ class LogPreparer:
             and "__tags__" not in element
         ):
             return group, element
-        groups = self._source_groups
-        if groups is not None and _OWN_GROUP_FIELDS.isdisjoint(element):
-            source = _called(self._config.source, element, "source")
-            if source.__class__ is str:
-                return groups[source], element
         try:
             return self._group_of(element, element)
         except InvalidLogError:
