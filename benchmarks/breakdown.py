@@ -6,9 +6,11 @@ logs, in one process, with the sink's steps timed from inside:
 
 - preparing: the logs' groups (the source callable, the grouping by source, the
   memo of groups), measured apart on the same logs, as the batcher does it;
-- encoding: :meth:`LogEncoder.encode_runs`, a bundle's waiting logs at a time;
-- packing: the elements packed (marshal, or pickle) while their batch waits
-  (``pack_run``);
+- encoding: :meth:`LogEncoder.encode_runs_keeping`, a bundle's waiting logs at a
+  time (the wire JSON, and the logs' own JSON kept while their batch waits), and
+  ``encode_many`` of the parts of runs cut at a batch's end;
+- packing: the elements packed (marshal, or pickle) while their batch waits, where
+  their own JSON would not give them back as they are (``pack_run``);
 - compressing: lz4 of each request body (on the sender's helper thread);
 - the rest: what is left of the sink's time (buffering, bookkeeping, the
   sending thread's share of the interpreter).
@@ -70,10 +72,9 @@ def breakdown(logs: int, repeat: int) -> dict[str, float]:
     runs: list[dict[str, float]] = []
     spent: dict[str, float] = {}
     originals = [
-        (
-            wire.LogEncoder,
-            "encode_runs",
-            _timing(wire.LogEncoder, "encode_runs", spent, "encoding"),
+        *(
+            (wire.LogEncoder, name, _timing(wire.LogEncoder, name, spent, "encoding"))
+            for name in ("encode_runs_keeping", "encode_many")
         ),
         (batching, "pack_run", _timing(batching, "pack_run", spent, "packing")),
         (inflight, "encode_joined", _timing(inflight, "encode_joined", spent, "compressing")),

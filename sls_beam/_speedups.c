@@ -1,8 +1,8 @@
 /* The hot path's loops in C, built where a C compiler is at hand: without it, the same
  * results come from Python (sls_beam.wire, sls_beam.batching).
  *
- * encode_runs(runs, known_keys, tail, max_log_bytes): the wire format's bulk encoder.
- * For each run (a list of logs), each log as a JSON object of string values, joined by
+ * encode_runs(runs, known_keys, tail, max_log_bytes[, keep_originals]): the wire
+ * format's bulk encoder. For each run (a list of logs), each log as a JSON object of string values, joined by
  * commas: the same bytes as sls_beam.wire's Python encoder (the value rules of its
  * docstring; text escaped as orjson escapes it). A run's place holds None, never an
  * exception, when one of its logs is not plain, so that the caller takes the per-log
@@ -11,7 +11,9 @@
  * a value not of a common type (str or a subclass, written as its characters; exactly
  * int, float, bool, None, dict, list); text that is not UTF-8; a value over 1 MiB of
  * UTF-8; a log longer than `max_log_bytes`; a dict or list that orjson refuses. `tail`
- * (bytes) is JSON written at the end of every log (its `__time__`).
+ * (bytes) is JSON written at the end of every log (its `__time__`). With `keep_originals`,
+ * it also gives each run's logs as JSON with their values as they are, where JSON gives
+ * them back unchanged (see Originals): what the batcher keeps for a failed record.
  *
  * group_by(keys, items): the batcher's runs of the logs a source callable named.
  */
@@ -58,6 +60,29 @@ static int put(Buffer *buffer, const char *text, Py_ssize_t size) {
 }
 
 #define PUT_LITERAL(buffer, text) put((buffer), (text), sizeof(text) - 1)
+
+/* Buffers kept from one call to the next (the GIL serialises calls; a call made while
+ * another holds them takes new ones): a new 64 KiB buffer each call cost page faults. */
+#define SPARE_BUFFERS 2
+#define SPARE_MAX_BYTES (1024 * 1024)
+static Buffer spare[SPARE_BUFFERS];
+
+static Buffer take_buffer(int which) {
+    Buffer buffer = spare[which];
+    spare[which] = (Buffer){NULL, 0, 0};
+    buffer.size = 0;
+    return buffer;
+}
+
+/* Kept for the next call, unless another is kept already or it grew over 1 MiB. */
+static void give_back(Buffer *buffer, int which) {
+    if (spare[which].data == NULL && buffer->capacity <= SPARE_MAX_BYTES) {
+        spare[which] = *buffer;
+    } else {
+        PyMem_Free(buffer->data);
+    }
+    *buffer = (Buffer){NULL, 0, 0};
+}
 
 /* How orjson escapes a byte inside a JSON string: 0 = as is, else the escape's
  * second character ('u': \u00XX, lowercase hex). */
@@ -179,10 +204,18 @@ static int put_quoted(Buffer *buffer, const char *text, Py_ssize_t size) {
 static int put_int(Buffer *buffer, PyObject *value) {
     int overflow;
     long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (!overflow) {
+    if (!overflow) { /* its digits, written from the last (snprintf costs several times more) */
         char digits[24];
-        int size = snprintf(digits, sizeof digits, "%lld", number);
-        return put_quoted(buffer, digits, size);
+        char *start = digits + sizeof digits;
+        unsigned long long magnitude = number < 0 ? 0ULL - (unsigned long long)number : number;
+        do {
+            *--start = (char)('0' + magnitude % 10);
+            magnitude /= 10;
+        } while (magnitude != 0);
+        if (number < 0) {
+            *--start = '-';
+        }
+        return put_quoted(buffer, start, digits + sizeof digits - start);
     }
     PyObject *text = PyObject_Str(value);
     if (text == NULL) {
@@ -207,6 +240,8 @@ typedef struct {
 typedef struct {
     Written floats;
     Written nested;
+    const char *nested_text; /* the last nested value's orjson text, and its size */
+    Py_ssize_t nested_size;
 } Run;
 
 static int write_all(Written *written) {
@@ -354,13 +389,16 @@ static int put_float(Buffer *buffer, PyObject *number, Run *run) {
 }
 
 /* A dict or list as its JSON text (orjson's), in a JSON string. */
-static int put_nested(Buffer *buffer, PyObject *value, Written *nested) {
+static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
+    Written *nested = &run->nested;
     const char *text = text_of(nested, value);
     if (text == NULL) {
         return 1;
     }
     const char *end = nested_end(text);
     nested->next = end + 1; /* after the comma */
+    run->nested_text = text;
+    run->nested_size = end - text;
     if (end - text > MAX_VALUE_BYTES) {
         return 1;
     }
@@ -392,9 +430,90 @@ static int put_value(Buffer *buffer, PyObject *value, Run *run) {
         return put_float(buffer, value, run);
     }
     if (type == &PyDict_Type || type == &PyList_Type) {
-        return put_nested(buffer, value, &run->nested);
+        return put_nested(buffer, value, run);
     }
     return 1;
+}
+
+/* Originals: a run's logs as JSON with their values as they are (numbers as numbers,
+ * nested objects as objects), written beside the wire JSON when JSON gives every value
+ * back as it was: orjson.loads of them is a copy of the logs, so that the batcher keeps
+ * that text for a failed record rather than packing the logs (see
+ * sls_beam.batching.PackedElements). A run whose logs hold anything else (a dict
+ * subclass, a str subclass, an int past 64 bits, NaN or an infinity, a tuple) has none. */
+typedef struct {
+    Buffer buffer;
+    int faithful; /* 0: a value of the run would not come back as it was */
+} Originals;
+
+#define MAX_FAITHFUL_DEPTH 64
+
+/* Whether a value's JSON reads back as it is: it and what it holds are exact dicts with
+ * str keys, lists, str, ints within 64 bits, finite floats, bools and None. */
+static int reads_back(PyObject *value, int depth) {
+    PyTypeObject *type = Py_TYPE(value);
+    if (type == &PyUnicode_Type || type == &PyBool_Type || value == Py_None) {
+        return 1;
+    }
+    if (type == &PyLong_Type) {
+        int overflow;
+        PyLong_AsLongLongAndOverflow(value, &overflow);
+        return !overflow;
+    }
+    if (type == &PyFloat_Type) {
+        return isfinite(PyFloat_AS_DOUBLE(value));
+    }
+    if (depth >= MAX_FAITHFUL_DEPTH) {
+        return 0;
+    }
+    if (type == &PyList_Type) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            if (!reads_back(PyList_GET_ITEM(value, i), depth + 1)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    if (type == &PyDict_Type) {
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        while (PyDict_Next(value, &position, &key, &item)) {
+            if (!PyUnicode_CheckExact(key) || !reads_back(item, depth + 1)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* A field of a log in its original form, from its wire text just written (`buffer` from
+ * `key_start`: `,"key":`, from `value_start`: the value as a JSON string); -1: no memory. */
+static int put_original(Originals *originals, const Buffer *buffer, Py_ssize_t key_start,
+                        Py_ssize_t value_start, PyObject *value, const Run *run) {
+    if (!reads_back(value, 0)) {
+        originals->faithful = 0;
+        return 0;
+    }
+    PyTypeObject *type = Py_TYPE(value);
+    const char *text = buffer->data + value_start;
+    Py_ssize_t size = buffer->size - value_start;
+    if (type == &PyDict_Type || type == &PyList_Type) {
+        text = run->nested_text;
+        size = run->nested_size;
+    } else if (type != &PyUnicode_Type) { /* a number, true, false, null: unquoted */
+        text++;
+        size -= 2;
+    } /* else the same JSON string */
+    Py_ssize_t key_size = value_start - key_start;
+    if (reserve(&originals->buffer, key_size + size) < 0) {
+        return -1;
+    }
+    char *out = originals->buffer.data + originals->buffer.size;
+    memcpy(out, buffer->data + key_start, key_size);
+    memcpy(out + key_size, text, size);
+    originals->buffer.size += key_size + size;
+    return 0;
 }
 
 /* The text `"key":` (after a comma, but for the first) of the key last seen at each of a
@@ -450,14 +569,21 @@ static int put_key(Buffer *buffer, PyObject *key, Py_ssize_t place, PyObject *kn
     return result;
 }
 
-/* One log as a JSON object; 0 written, 1 not plain, -1 error. */
-static int put_log(Buffer *buffer, PyObject *log, PyObject *known_keys, KeyText *keys, Run *run,
-                   const char *tail, Py_ssize_t tail_size) {
+/* One log as a JSON object (and in `originals`, unless NULL, as it is); 0 written, 1 not
+ * plain, -1 error. */
+static int put_log(Buffer *buffer, Originals *originals, PyObject *log, PyObject *known_keys,
+                   KeyText *keys, Run *run, const char *tail, Py_ssize_t tail_size) {
     /* A dict subclass is read as a dict, as orjson and the Python encoder read it. */
     if (!PyDict_Check(log) || PyDict_GET_SIZE(log) == 0) {
         return 1;
     }
-    if (PUT_LITERAL(buffer, "{") < 0) {
+    if (originals != NULL && !PyDict_CheckExact(log)) {
+        originals->faithful = 0; /* it would come back as a dict */
+    }
+    if (originals != NULL && !originals->faithful) {
+        originals = NULL;
+    }
+    if (PUT_LITERAL(buffer, "{") < 0 || (originals && PUT_LITERAL(&originals->buffer, "{") < 0)) {
         return -1;
     }
     Py_ssize_t position = 0, place = 0;
@@ -466,9 +592,14 @@ static int put_log(Buffer *buffer, PyObject *log, PyObject *known_keys, KeyText 
         /* A value's writing may run code (orjson, a str of an int): hold the pair. */
         Py_INCREF(key);
         Py_INCREF(value);
+        Py_ssize_t key_start = buffer->size, value_start = 0;
         int result = put_key(buffer, key, place++, known_keys, keys);
         if (result == 0) {
+            value_start = buffer->size;
             result = put_value(buffer, value, run);
+        }
+        if (result == 0 && originals != NULL && originals->faithful) {
+            result = put_original(originals, buffer, key_start, value_start, value, run);
         }
         Py_DECREF(key);
         Py_DECREF(value);
@@ -476,25 +607,29 @@ static int put_log(Buffer *buffer, PyObject *log, PyObject *known_keys, KeyText 
             return result;
         }
     }
-    if (put(buffer, tail, tail_size) < 0 || PUT_LITERAL(buffer, "}") < 0) {
+    if (put(buffer, tail, tail_size) < 0 || PUT_LITERAL(buffer, "}") < 0 ||
+        (originals && PUT_LITERAL(&originals->buffer, "}") < 0)) {
         return -1;
     }
     return 0;
 }
 
-/* One run's logs joined by commas into `buffer`; 0 written, 1 not plain, -1 error. */
-static int put_run(Buffer *buffer, PyObject *logs, PyObject *known_keys, KeyText *keys, Run *run,
-                   const char *tail, Py_ssize_t tail_size, Py_ssize_t max_log_bytes) {
+/* One run's logs joined by commas into `buffer` (and `originals`, unless NULL); 0 written,
+ * 1 not plain, -1 error. */
+static int put_run(Buffer *buffer, Originals *originals, PyObject *logs, PyObject *known_keys,
+                   KeyText *keys, Run *run, const char *tail, Py_ssize_t tail_size,
+                   Py_ssize_t max_log_bytes) {
     int result = 0;
     /* The list may change while a value is written (user code): index it each time. */
     for (Py_ssize_t i = 0; result == 0 && i < PyList_GET_SIZE(logs); i++) {
         Py_ssize_t start = buffer->size + (i > 0);
-        if (i > 0 && PUT_LITERAL(buffer, ",") < 0) {
+        if (i > 0 && (PUT_LITERAL(buffer, ",") < 0 ||
+                      (originals && PUT_LITERAL(&originals->buffer, ",") < 0))) {
             return -1;
         }
         PyObject *log = PyList_GET_ITEM(logs, i);
         Py_INCREF(log);
-        result = put_log(buffer, log, known_keys, keys, run, tail, tail_size);
+        result = put_log(buffer, originals, log, known_keys, keys, run, tail, tail_size);
         Py_DECREF(log);
         if (result == 0 && buffer->size - start > max_log_bytes) {
             result = 1;
@@ -503,67 +638,74 @@ static int put_run(Buffer *buffer, PyObject *logs, PyObject *known_keys, KeyText
     return result;
 }
 
-static PyObject *encode_runs(PyObject *module, PyObject *args);
+static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_bytes,
+                        Py_ssize_t max_log_bytes, PyObject **originals);
 
 /* Each run on its own (orjson refused a nested value of one of them). */
 static PyObject *encode_each(PyObject *runs, PyObject *known_keys, PyObject *tail,
-                             Py_ssize_t max_log_bytes) {
+                             Py_ssize_t max_log_bytes, PyObject **originals) {
     Py_ssize_t count = PyList_GET_SIZE(runs);
     PyObject *results = PyList_New(count);
     for (Py_ssize_t r = 0; results != NULL && r < count; r++) {
-        PyObject *one = PyList_New(1);
-        PyObject *args = NULL, *encoded = NULL;
+        PyObject *one = PyList_New(1), *encoded = NULL, *kept = NULL;
         if (one != NULL) {
             PyList_SET_ITEM(one, 0, Py_NewRef(PyList_GET_ITEM(runs, r)));
-            args = Py_BuildValue("(OOOn)", one, known_keys, tail, max_log_bytes);
-        }
-        if (args != NULL) {
-            encoded = encode_runs(NULL, args);
+            encoded = encode(one, known_keys, tail, max_log_bytes, originals ? &kept : NULL);
         }
         Py_XDECREF(one);
-        Py_XDECREF(args);
         if (encoded == NULL) {
             Py_CLEAR(results);
             break;
         }
         PyList_SET_ITEM(results, r, Py_NewRef(PyList_GET_ITEM(encoded, 0)));
+        if (originals != NULL) {
+            PyList_SetItem(*originals, r, Py_NewRef(PyList_GET_ITEM(kept, 0)));
+            Py_DECREF(kept);
+        }
         Py_DECREF(encoded);
     }
     return results;
 }
 
-static PyObject *encode_runs(PyObject *module, PyObject *args) {
-    PyObject *runs, *known_keys, *tail_bytes;
-    Py_ssize_t max_log_bytes;
-    if (!PyArg_ParseTuple(args, "O!OO!n:encode_runs", &PyList_Type, &runs, &known_keys,
-                          &PyBytes_Type, &tail_bytes, &max_log_bytes)) {
-        return NULL;
+/* A run's originals: the wire JSON itself where they are the same bytes (all values str,
+ * no tail), else a bytes of their own. */
+static PyObject *originals_of(const Originals *originals, const Buffer *buffer,
+                              PyObject *encoded) {
+    if (originals->buffer.size == buffer->size &&
+        memcmp(originals->buffer.data, buffer->data, buffer->size) == 0) {
+        return Py_NewRef(encoded);
     }
-    if (known_keys != Py_None && !PyAnySet_Check(known_keys)) {
-        PyErr_SetString(PyExc_TypeError, "known_keys must be a set or None");
-        return NULL;
-    }
-    Py_ssize_t count = PyList_GET_SIZE(runs);
-    for (Py_ssize_t r = 0; r < count; r++) {
-        if (!PyList_Check(PyList_GET_ITEM(runs, r))) {
-            PyErr_SetString(PyExc_TypeError, "each run must be a list");
-            return NULL;
-        }
-    }
+    return PyBytes_FromStringAndSize(originals->buffer.data, originals->buffer.size);
+}
+
+/* encode_runs' work: the list of each run's wire JSON (or None), and where `originals` is
+ * not NULL, a new list of each run's originals (bytes, or None) in *originals. */
+static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_bytes,
+                        Py_ssize_t max_log_bytes, PyObject **originals) {
     const char *tail = PyBytes_AS_STRING(tail_bytes);
     Py_ssize_t tail_size = PyBytes_GET_SIZE(tail_bytes);
+    Py_ssize_t count = PyList_GET_SIZE(runs);
     Py_ssize_t (*firsts)[2] = PyMem_Malloc(sizeof(*firsts) * (count + 1));
     PyObject *results = PyList_New(count);
-    Buffer buffer = {NULL, 0, 0};
-    Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}};
+    Buffer buffer = take_buffer(0);
+    Originals kept = {take_buffer(1), 1};
+    Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}, NULL, 0};
     KeyText keys[REMEMBERED_PLACES] = {{NULL, 0, {0}}};
     int result = -1;
-    if (firsts != NULL && results != NULL && reserve(&buffer, 64 * 1024) == 0) {
+    if (originals != NULL) {
+        *originals = PyList_New(count);
+        for (Py_ssize_t r = 0; *originals != NULL && r < count; r++) {
+            PyList_SET_ITEM(*originals, r, Py_NewRef(Py_None));
+        }
+    }
+    if (firsts != NULL && results != NULL && (originals == NULL || *originals != NULL) &&
+        reserve(&buffer, 64 * 1024) == 0 &&
+        (originals == NULL || reserve(&kept.buffer, 64 * 1024) == 0)) {
         result = write_runs(&run, runs, firsts);
     }
     if (result == 1 && count > 1) {
         Py_DECREF(results);
-        results = encode_each(runs, known_keys, tail_bytes, max_log_bytes);
+        results = encode_each(runs, known_keys, tail_bytes, max_log_bytes, originals);
         result = results == NULL ? -2 : 2;
     }
     for (Py_ssize_t r = 0; result == 0 && r < count; r++) {
@@ -571,15 +713,25 @@ static PyObject *encode_runs(PyObject *module, PyObject *args) {
         if (firsts[r][0] >= 0) {
             skip_to(&run.floats, firsts[r][0], float_end);
             skip_to(&run.nested, firsts[r][1], nested_end);
-            buffer.size = 0;
-            int written = put_run(&buffer, PyList_GET_ITEM(runs, r), known_keys, keys, &run, tail,
-                                  tail_size, max_log_bytes);
+            buffer.size = kept.buffer.size = 0;
+            kept.faithful = 1;
+            int written = put_run(&buffer, originals ? &kept : NULL, PyList_GET_ITEM(runs, r),
+                                  known_keys, keys, &run, tail, tail_size, max_log_bytes);
             if (written < 0) {
                 result = -1;
                 break;
             }
             if (written == 0) {
                 encoded = PyBytes_FromStringAndSize(buffer.data, buffer.size);
+                PyObject *original = NULL;
+                if (encoded != NULL && originals != NULL && kept.faithful) {
+                    original = originals_of(&kept, &buffer, encoded);
+                    if (original == NULL) {
+                        Py_CLEAR(encoded);
+                    } else {
+                        PyList_SetItem(*originals, r, original);
+                    }
+                }
                 if (encoded == NULL) {
                     result = -1;
                     break;
@@ -599,12 +751,45 @@ static PyObject *encode_runs(PyObject *module, PyObject *args) {
             PyErr_NoMemory();
         }
         Py_CLEAR(results);
+        if (originals != NULL) {
+            Py_CLEAR(*originals);
+        }
     }
     PyMem_Free(firsts);
-    PyMem_Free(buffer.data);
+    give_back(&buffer, 0);
+    give_back(&kept.buffer, 1);
     forget_keys(keys);
     forget_run(&run);
     return results;
+}
+
+static PyObject *encode_runs(PyObject *module, PyObject *args) {
+    PyObject *runs, *known_keys, *tail_bytes;
+    Py_ssize_t max_log_bytes;
+    int keep_originals = 0;
+    if (!PyArg_ParseTuple(args, "O!OO!n|p:encode_runs", &PyList_Type, &runs, &known_keys,
+                          &PyBytes_Type, &tail_bytes, &max_log_bytes, &keep_originals)) {
+        return NULL;
+    }
+    if (known_keys != Py_None && !PyAnySet_Check(known_keys)) {
+        PyErr_SetString(PyExc_TypeError, "known_keys must be a set or None");
+        return NULL;
+    }
+    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(runs); r++) {
+        if (!PyList_Check(PyList_GET_ITEM(runs, r))) {
+            PyErr_SetString(PyExc_TypeError, "each run must be a list");
+            return NULL;
+        }
+    }
+    if (!keep_originals) {
+        return encode(runs, known_keys, tail_bytes, max_log_bytes, NULL);
+    }
+    PyObject *originals = NULL;
+    PyObject *encoded = encode(runs, known_keys, tail_bytes, max_log_bytes, &originals);
+    if (encoded == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", encoded, originals);
 }
 
 /* group_by(keys, items) -> {key: [item, ...]}: the items of each key, in order (the
@@ -647,8 +832,11 @@ static PyObject *group_by(PyObject *module, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"encode_runs", encode_runs, METH_VARARGS,
-     "encode_runs(runs, known_keys, tail, max_log_bytes) -> list[bytes | None]\n\n"
-     "Each run's logs' JSON objects joined by commas, or None where one is not plain."},
+     "encode_runs(runs, known_keys, tail, max_log_bytes, keep_originals=False)\n"
+     "    -> list[bytes | None] | tuple[list[bytes | None], list[bytes | None]]\n\n"
+     "Each run's logs' JSON objects joined by commas, or None where one is not plain;\n"
+     "with keep_originals, also each run's logs as JSON with their values as they are,\n"
+     "or None where JSON would not give them back as they were."},
     {"group_by", group_by, METH_VARARGS,
      "group_by(keys, items) -> dict[key, list]\n\nThe items of each key, in order."},
     {NULL, NULL, 0, NULL},

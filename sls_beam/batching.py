@@ -131,29 +131,35 @@ class SentChunks(_Runs):
 
 
 class PackedElements(_Runs):
-    """Elements kept pickled, a run at a time, and unpickled only when read (a failure).
+    """Elements kept packed, a run at a time, and unpacked only when read (a failure).
 
     A batch waits for its answer while thousands more logs arrive; holding its
     elements as dicts would have Python's garbage collector move them all to
     its oldest generation and traverse the whole heap again and again
-    (measured: ~5 µs a log, a third of the sink's time). Pickled, a run of
+    (measured: ~5 µs a log, a third of the sink's time). Packed, a run of
     elements is one bytes object the collector never looks at, and less memory.
 
     Args:
-      runs: each run's elements, pickled by :func:`pack_run` (or a list, kept
-        as it is when the collector ignores them or pickle refused one).
+      runs: each run's elements: the logs' own JSON (the C encoder's originals:
+        see LogEncoder.encode_runs_keeping), or packed by :func:`pack_run` (or
+        a list, kept as it is when the collector ignores them or pickle refused
+        one).
       counts: how many elements each run holds.
     """
 
     def _unpack(self, run: bytes | list) -> list:
         if run.__class__ is not bytes:
             return run
-        return pickle.loads(run) if run[0] == _PICKLED else marshal.loads(run)
+        first = run[0]
+        if first == _JSON:
+            return orjson.loads(b"[" + run + b"]")
+        return pickle.loads(run) if first == _PICKLED else marshal.loads(run)
 
 
-#: The first byte of a pickle (its PROTO opcode); marshal's data of a list begins
-#: with ``[`` or ``[`` | 0x80.
+#: The first byte of a pickle (its PROTO opcode), and of logs' JSON joined by commas (a
+#: JSON object's); marshal's data of a list begins with ``[`` or ``[`` | 0x80.
 _PICKLED = pickle.PROTO[0]
+_JSON = ord("{")
 
 
 def pack_run(elements: list, logs: list) -> bytes | list:
@@ -438,9 +444,13 @@ class KeyedBatcher:
         self._static_waiting = None
         if not runs:
             return added
-        encoded = self._preparer.encode_runs([contents for _, (_, contents) in runs])
-        for (group, (elements, contents)), joined in zip(runs, encoded, strict=True):
-            self._place(group, elements, contents, joined, added)
+        encoded, originals = self._preparer.encode_runs_keeping(
+            [contents for _, (_, contents) in runs]
+        )
+        for (group, (elements, contents)), joined, original in zip(
+            runs, encoded, originals, strict=True
+        ):
+            self._place(group, elements, contents, joined, original, added)
         return added
 
     def _sourced_runs(self, elements: list, added: Added) -> list[tuple[LogGroup, tuple]]:
@@ -490,10 +500,17 @@ class KeyedBatcher:
         return kept, sources
 
     def _place(
-        self, group: LogGroup, elements: list, contents: list, joined: bytes | None, added: Added
+        self,
+        group: LogGroup,
+        elements: list,
+        contents: list,
+        joined: bytes | None,
+        original: bytes | None,
+        added: Added,
     ) -> None:
-        """Put a group's waiting elements (``joined``: their JSON, if encoded in bulk) in
-        its open batch, in order, in runs that fill it; encode again what is cut."""
+        """Put a group's waiting elements (``joined``: their JSON, if encoded in bulk;
+        ``original``: the logs' own JSON, if any) in its open batch, in order, in runs
+        that fill it; encode again what is cut."""
         limits = self._limits
         batch = self._open.get(group)
         if (  # the common case: the run fits the open batch
@@ -501,7 +518,7 @@ class KeyedBatcher:
             and batch is not None
             and limits.fits(batch.count, batch.nbytes, len(joined), batch.room, len(elements))
         ):
-            self._append_run(group, batch, joined, elements, contents, added)
+            self._append_run(group, batch, joined, elements, contents, added, original)
             self._make_room(added)
             return
         whole = contents
@@ -513,8 +530,8 @@ class KeyedBatcher:
             if len(elements) > free:
                 runs.appendleft((elements[free:], contents[free:]))
                 elements, contents = elements[:free], contents[:free]
-            if contents is not whole:  # a part: encoded on its own
-                joined = self._preparer.encode_many(contents)
+            if contents is not whole:  # a part: encoded on its own (and packed)
+                joined, original = self._preparer.encode_many(contents), None
             if joined is None:  # not all plain: log by log, which names any problem
                 for element, content in zip(elements, contents, strict=True):
                     self._add_one(group, element, content, added)
@@ -522,7 +539,7 @@ class KeyedBatcher:
             if batch is None:
                 batch = self._start(group)
             if limits.fits(batch.count, batch.nbytes, len(joined), batch.room, len(elements)):
-                self._append_run(group, batch, joined, elements, contents, added)
+                self._append_run(group, batch, joined, elements, contents, added, original)
                 continue
             if len(elements) > 1:
                 # Fill the batch: first the logs that may still fit (as the run's mean
@@ -547,9 +564,21 @@ class KeyedBatcher:
         elements: list,
         contents: list,
         added: Added,
+        original: bytes | None = None,
     ) -> None:
-        packed = pack_run(elements, contents)
-        cost = len(joined) + (len(packed) if packed is not elements else LOG_COST * len(elements))
+        """Add a run to ``batch``, its elements kept as the logs' ``original`` JSON when
+        they are those logs, else packed; send the batch if that filled it."""
+        if original is not None and (
+            elements is contents or all(map(operator.is_, elements, contents))
+        ):
+            packed = original
+        else:
+            packed = pack_run(elements, contents)
+        if packed is elements:
+            kept = LOG_COST * len(elements)
+        else:  # all-str logs: their own JSON is the wire JSON, already counted
+            kept = 0 if packed is joined else len(packed)
+        cost = len(joined) + kept
         batch.add_run(joined, len(elements), packed, cost)
         self.buffered_bytes += cost
         if batch.count >= batch.full_at:

@@ -183,6 +183,13 @@ class LogPreparer:
         """Runs of plain logs encoded in bulk (see LogEncoder.encode_runs)."""
         return self._encoder.encode_runs(runs)
 
+    def encode_runs_keeping(
+        self, runs: list[list[dict]]
+    ) -> tuple[list[bytes | None], list[bytes | None]]:
+        """Runs encoded in bulk, and their logs as JSON where it gives them back as they
+        are (see LogEncoder.encode_runs_keeping)."""
+        return self._encoder.encode_runs_keeping(runs)
+
     def _group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
         config = self._config
         topic, source, tags = config.topic, config.source, config.tags

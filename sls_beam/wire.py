@@ -325,11 +325,8 @@ class LogEncoder:
         """:meth:`encode_many` of each run, with one pass over the columns of all
         (runs of a few logs each, such as a bundle's logs per group, cost about
         what one run of all of them does). A run that is not all plain is ``None``."""
-        speedups = accelerated.speedups
-        if speedups is not None and not self.event_time_key:
-            tail = f',"{TIME_KEY}":{int(time.time())}'.encode() if self.log_time else b""
-            valid, limit = self._valid_keys, self.max_log_bytes
-            return speedups.encode_runs(list(map(list, runs)), valid, tail, limit)
+        if accelerated.speedups is not None and not self.event_time_key:
+            return self._in_c(runs, keep_originals=False)
         logs = runs[0] if len(runs) == 1 else list(chain.from_iterable(runs))
         if self.event_time_key or not all(logs):
             return self._each_run(runs)
@@ -349,6 +346,27 @@ class LogEncoder:
         if None in encoded and len(runs) > 1:
             return self._each_run(runs)
         return encoded
+
+    def encode_runs_keeping(
+        self, runs: Sequence[Sequence[dict]]
+    ) -> tuple[list[bytes | None], list[bytes | None]]:
+        """:meth:`encode_runs`, and each run's logs as JSON with their values as they are
+        (numbers as numbers, nested objects as objects), where ``orjson.loads`` gives
+        them back unchanged: exact dicts of str, ints within 64 bits, finite floats,
+        bools, None, and exact dicts and lists of those. Kept in place of the logs for
+        a failed record, they cost a copy of bytes, written in the same pass as the
+        wire JSON (all-str logs: the wire JSON itself). ``None`` for a run that holds
+        anything else, and for every run without the C encoder."""
+        if accelerated.speedups is not None and not self.event_time_key:
+            return self._in_c(runs, keep_originals=True)
+        return self.encode_runs(runs), [None] * len(runs)
+
+    def _in_c(self, runs: Sequence[Sequence[dict]], keep_originals: bool):
+        """The C encoder's ``encode_runs`` (see ``sls_beam/_speedups.c``)."""
+        tail = f',"{TIME_KEY}":{int(time.time())}'.encode() if self.log_time else b""
+        return accelerated.speedups.encode_runs(
+            list(map(list, runs)), self._valid_keys, tail, self.max_log_bytes, keep_originals
+        )
 
     def _each_run(self, runs: Sequence[Sequence[dict]]) -> list[bytes | None]:
         """Runs on their own, so that one that is not plain leaves the others in bulk."""

@@ -310,32 +310,35 @@ def test_plain_logs_are_encoded_in_bulk_by_each_encoder(implementation):
         assert encoded[::2] == [expected, expected]
 
 
-@pytest.mark.parametrize("implementation", BULK_ENCODERS)
-@settings(max_examples=300, deadline=None)
-@given(
-    logs=st.lists(
-        st.dictionaries(
-            st.sampled_from(["a", "b", "c%s", 'd"', "é"]),
-            st.one_of(
-                st.sampled_from(TRICKY_VALUES),
-                st.integers(),
-                st.floats(),
-                st.text(),
-                st.booleans(),
-                st.none(),
-                st.lists(st.integers(), max_size=3),
-                st.dictionaries(  # nested objects: written by orjson, escaped
-                    st.text(max_size=4),
-                    st.one_of(st.text(max_size=8), st.floats(), st.integers(), st.none()),
-                    max_size=3,
-                ),
+#: Runs of logs as users have them: odd keys and text, ints of any size, every float,
+#: lists, nested objects.
+TYPED_LOGS = st.lists(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c%s", 'd"', "é"]),
+        st.one_of(
+            st.sampled_from(TRICKY_VALUES),
+            st.integers(),
+            st.floats(),
+            st.text(),
+            st.booleans(),
+            st.none(),
+            st.lists(st.integers(), max_size=3),
+            st.dictionaries(  # nested objects: written by orjson, escaped
+                st.text(max_size=4),
+                st.one_of(st.text(max_size=8), st.floats(), st.integers(), st.none()),
+                max_size=3,
             ),
-            min_size=1,
         ),
         min_size=1,
-        max_size=40,
-    )
+    ),
+    min_size=1,
+    max_size=40,
 )
+
+
+@pytest.mark.parametrize("implementation", BULK_ENCODERS)
+@settings(max_examples=300, deadline=None)
+@given(logs=TYPED_LOGS)
 def test_bulk_encoding_gives_the_bytes_of_the_per_log_path(implementation, logs):
     """Each bulk encoder must write, byte for byte, what the per-log path writes each
     log; or decline (None) and leave the batch to encode()."""
@@ -362,6 +365,80 @@ def test_bulk_encoding_gives_the_bytes_of_the_per_log_path(implementation, logs)
             not any(isinstance(v, str) and not _valid_utf8(v) for log in logs for v in log.values())
         )
         assert got is not None or len({tuple(log) for log in logs}) > 16
+
+
+def _comes_back_from_json(value) -> bool:
+    """Whether JSON gives ``value`` back as it is: the rule of the logs' own JSON."""
+    kind = type(value)
+    if kind is int:
+        return -(2**63) <= value < 2**63
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(map(_comes_back_from_json, value))
+    if kind is dict:
+        return all(type(k) is str and _comes_back_from_json(v) for k, v in value.items())
+    return kind in (str, bool, type(None))
+
+
+def _identical(got, expected) -> bool:
+    """Equal, with the same types at every level and the same sign of each zero."""
+    if type(got) is not type(expected):
+        return False
+    if type(got) is float:
+        return got == expected and math.copysign(1, got) == math.copysign(1, expected)
+    if type(got) is list:
+        return len(got) == len(expected) and all(map(_identical, got, expected))
+    if type(got) is dict:
+        return list(got) == list(expected) and all(map(_identical, got.values(), expected.values()))
+    return got == expected
+
+
+@pytest.mark.parametrize("implementation", BULK_ENCODERS)
+@settings(max_examples=300, deadline=None)
+@given(logs=TYPED_LOGS)
+def test_the_logs_own_json_gives_them_back_as_they_are_or_is_not_kept(implementation, logs):
+    """encode_runs_keeping: the wire JSON of encode_runs, and (C encoder) each run's logs
+    as JSON exactly when JSON gives every value back as it was: read back, the same
+    values of the same types (the batcher keeps it in place of the elements)."""
+    encoder = LogEncoder()
+    try:
+        [reference_bytes(encoder, log) for log in logs]  # the keys, known
+    except InvalidLogError:
+        assume(False)
+    runs = [logs[i : i + 3] for i in range(0, len(logs), 3)]
+    with bulk_encoder(implementation):
+        encoded, originals = encoder.encode_runs_keeping(runs)
+        assert encoded == encoder.encode_runs(runs)
+    for run, wire, original in zip(runs, encoded, originals, strict=True):
+        if implementation == "python" or wire is None:
+            assert original is None
+            continue
+        comes_back = all(_comes_back_from_json(v) for log in run for v in log.values())
+        assert (original is not None) == comes_back
+        if original is not None:
+            assert _identical(orjson.loads(b"[" + original + b"]"), run)
+
+
+@pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone keeps originals")
+def test_the_logs_own_json_of_text_is_the_wire_json_and_holds_no_time():
+    logs = [{"msg": 'é "quoted"\n', "level": "INFO"}, {"msg": "x", "level": "WARN"}]
+    encoder = LogEncoder()
+    reference_bytes(encoder, logs[0])
+    encoded, originals = encoder.encode_runs_keeping([logs])
+    assert originals[0] is encoded[0]  # all text: one bytes object for both
+    signed = LogEncoder(log_time=True)  # each log gets its __time__ on the wire only
+    reference_bytes(signed, logs[0])
+    typed = [{**log, "n": -0.0, "user": {"id": 2**63 - 1, "t": [1e16, None]}} for log in logs]
+    reference_bytes(signed, typed[0])
+    encoded, originals = signed.encode_runs_keeping([typed])
+    assert b'"__time__":' in encoded[0] and b"__time__" not in originals[0]
+    assert _identical(orjson.loads(b"[" + originals[0] + b"]"), typed)
+    for odd in ({"n": math.nan}, {"n": [math.inf]}, {"n": 2**63}, {"n": Level.INFO}):
+        encoded, originals = signed.encode_runs_keeping([[{**logs[0], **odd}]])
+        assert encoded[0] is not None and originals == [None]  # still in bulk, kept packed
+    sub = type("Sub", (dict,), {})(logs[0])  # a dict subclass would come back a dict
+    assert signed.encode_runs_keeping([[sub]])[1] == [None]
 
 
 def _valid_utf8(text: str) -> bool:
