@@ -88,6 +88,10 @@ static void give_back(Buffer *buffer, int which) {
  * second character ('u': \u00XX, lowercase hex). */
 static char escapes[256];
 
+/* The bytes of orjson's text where the scan of a nested value has more to do than copy:
+ * quotes and backslashes (escaped again in the string that holds the text), brackets. */
+static char in_nested_text[256];
+
 static void make_escapes(void) {
     for (int c = 0; c < 0x20; c++) {
         escapes[c] = 'u';
@@ -99,6 +103,9 @@ static void make_escapes(void) {
     escapes['\r'] = 'r';
     escapes['"'] = '"';
     escapes['\\'] = '\\';
+    for (const char *c = "\"\\{}[]"; *c; c++) {
+        in_nested_text[(unsigned char)*c] = 1;
+    }
 }
 
 /* Whether one of 8 bytes needs escaping: under 0x20, a quote or a backslash (exact as a
@@ -388,25 +395,55 @@ static int put_float(Buffer *buffer, PyObject *number, Run *run) {
     return value > 0 ? PUT_LITERAL(buffer, "\"Infinity\"") : PUT_LITERAL(buffer, "\"-Infinity\"");
 }
 
-/* A dict or list as its JSON text (orjson's), in a JSON string. */
+/* A dict or list as its JSON text (orjson's), in a JSON string: found where it ends and
+ * escaped in one pass (orjson's text holds no control character: it escapes them). */
 static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
     Written *nested = &run->nested;
     const char *text = text_of(nested, value);
     if (text == NULL) {
         return 1;
     }
-    const char *end = nested_end(text);
+    /* At most twice the text left, and its quotes: reserve once, write without checks. */
+    const char *json_end = PyBytes_AS_STRING(nested->json) + PyBytes_GET_SIZE(nested->json);
+    if (reserve(buffer, 2 * (json_end - text) + 2) < 0) {
+        return -1;
+    }
+    char *out = buffer->data + buffer->size;
+    *out++ = '"';
+    const unsigned char *next = (const unsigned char *)text;
+    int depth = 0, in_string = 0;
+    do {
+        unsigned char c = *next++;
+        if (!in_nested_text[c]) {
+            *out++ = (char)c;
+        } else if (c == '"') {
+            *out++ = '\\';
+            *out++ = '"';
+            in_string = !in_string;
+        } else if (c == '\\') { /* in a string: it and the character it escapes */
+            unsigned char escaped = *next++;
+            *out++ = '\\';
+            *out++ = '\\';
+            if (escaped == '"' || escaped == '\\') {
+                *out++ = '\\';
+            }
+            *out++ = (char)escaped;
+        } else {
+            *out++ = (char)c;
+            if (!in_string) {
+                depth += c == '{' || c == '[' ? 1 : -1;
+            }
+        }
+    } while (depth > 0);
+    const char *end = (const char *)next;
     nested->next = end + 1; /* after the comma */
     run->nested_text = text;
     run->nested_size = end - text;
     if (end - text > MAX_VALUE_BYTES) {
         return 1;
     }
-    if (PUT_LITERAL(buffer, "\"") < 0 ||
-        put_escaped(buffer, (const unsigned char *)text, end - text) < 0 ||
-        PUT_LITERAL(buffer, "\"") < 0) {
-        return -1;
-    }
+    *out++ = '"';
+    buffer->size = out - buffer->data;
     return 0;
 }
 
