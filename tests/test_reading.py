@@ -140,18 +140,28 @@ def test_compressed_files_and_csv_are_read_whole(tmp_path):
     assert len(list(ranges.split(big, ranges.initial_restriction(big)))) == 3  # 64 MiB ranges
 
 
-def test_a_pickled_line_log_keeps_its_place():
+@pytest.mark.parametrize(
+    "json_line", [None, b'{"a": 1, "t": 1.5, "u": {"v": [null, true]}}\r'], ids=["csv", "jsonl"]
+)
+def test_a_pickled_line_log_keeps_its_fields_and_its_place(json_line):
+    """Pickled as its fields (a CSV row, a text line) or as the JSON line it was read
+    from (parsed again): the same fields, of the same types, and the same place."""
     import pickle
 
-    log = LineLog({"a": 1}, "f.jsonl", 3, 42)
-    copy = pickle.loads(pickle.dumps(log))
-    assert (type(copy), dict(copy), copy.file, copy.line, copy.offset) == (
+    fields = {"a": 1, "t": 1.5, "u": {"v": [None, True]}}
+    log = LineLog(fields, "f.jsonl", 3, 42, json_line)
+    pickled = pickle.dumps(log)
+    assert (b"_parsed" in pickled) == (json_line is not None)  # a JSON line: read again
+    copy = pickle.loads(pickled)
+    assert (type(copy), dict(copy), copy.file, copy.line, copy.offset, copy.json_line) == (
         LineLog,
-        {"a": 1},
+        fields,
         "f.jsonl",
         3,
         42,
+        json_line,
     )
+    assert type(copy["t"]) is float and type(copy["u"]["v"][1]) is bool
 
 
 def test_the_backfill_reads_a_file_in_ranges_and_writes_each_line_once(
