@@ -403,16 +403,23 @@ static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
     if (text == NULL) {
         return 1;
     }
-    /* At most twice the text left, and its quotes: reserve once, write without checks. */
+    /* Scanned up to 1 MiB (a longer value is refused): at most twice that written, and its
+     * quotes; reserved once, written without checks. */
     const char *json_end = PyBytes_AS_STRING(nested->json) + PyBytes_GET_SIZE(nested->json);
-    if (reserve(buffer, 2 * (json_end - text) + 2) < 0) {
+    const unsigned char *next = (const unsigned char *)text;
+    const unsigned char *bound = next + (json_end - text < MAX_VALUE_BYTES + 1
+                                             ? json_end - text : MAX_VALUE_BYTES + 1);
+    if (reserve(buffer, 2 * (bound - next + 1) + 2) < 0) {
         return -1;
     }
     char *out = buffer->data + buffer->size;
     *out++ = '"';
-    const unsigned char *next = (const unsigned char *)text;
     int depth = 0, in_string = 0;
     do {
+        if (next >= bound) { /* over 1 MiB: not plain, the run's values skipped past it */
+            nested->next = nested_end(text) + 1;
+            return 1;
+        }
         unsigned char c = *next++;
         if (!in_nested_text[c]) {
             *out++ = (char)c;

@@ -294,11 +294,14 @@ def test_plain_logs_are_encoded_in_bulk_by_each_encoder(implementation):
         # float and a nested value) leaves the runs around it in bulk, their floats and
         # nested values in their places.
         broken = [{"msg": "\ud800"}, {"ts": 3.5, "user": {"id": 1}}]
-        runs = [logs, broken, logs[::-1], [logs[0], "not a dict"], logs]
+        # A nested value over 1 MiB (its JSON), between a float and a nested value.
+        too_big = [{"ts": 4.5, "user": {"id": 2, "tags": ["x" * (1 << 20)]}, "n": [1]}]
+        runs = [logs, broken, logs[::-1], [logs[0], "not a dict"], too_big, logs]
         assert encoder.encode_runs(runs) == [
             expected,
             None,
             b",".join(reference_bytes(encoder, log) for log in logs[::-1]),
+            None,
             None,
             expected,
         ]
