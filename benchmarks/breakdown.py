@@ -33,7 +33,6 @@ from sls_beam import WriteToSLS, batching, inflight, wire
 from sls_beam.config import SLSWriteConfig
 from sls_beam.preparing import LogPreparer
 
-
 #: The steps timed from inside, each reported (0 where it never ran).
 TIMED_STEPS = ("encoding", "packing", "compressing")
 
