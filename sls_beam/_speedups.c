@@ -403,23 +403,27 @@ static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
     if (text == NULL) {
         return 1;
     }
-    /* Scanned up to 1 MiB (a longer value is refused): at most twice that written, and its
-     * quotes; reserved once, written without checks. */
+    /* At most twice its text written, and its quotes: reserved once, written without checks.
+     * Its text is at most what is left of the nested values' (in a bundle of a few runs, a
+     * few KiB); where over 1 MiB is left, its own end is found first (a longer value is
+     * refused, and the run's values skipped past it). */
     const char *json_end = PyBytes_AS_STRING(nested->json) + PyBytes_GET_SIZE(nested->json);
-    const unsigned char *next = (const unsigned char *)text;
-    const unsigned char *bound = next + (json_end - text < MAX_VALUE_BYTES + 1
-                                             ? json_end - text : MAX_VALUE_BYTES + 1);
-    if (reserve(buffer, 2 * (bound - next + 1) + 2) < 0) {
+    Py_ssize_t most = json_end - text;
+    if (most > MAX_VALUE_BYTES) {
+        most = nested_end(text) - text;
+        if (most > MAX_VALUE_BYTES) {
+            nested->next = text + most + 1;
+            return 1;
+        }
+    }
+    if (reserve(buffer, 2 * most + 2) < 0) {
         return -1;
     }
     char *out = buffer->data + buffer->size;
     *out++ = '"';
+    const unsigned char *next = (const unsigned char *)text;
     int depth = 0, in_string = 0;
     do {
-        if (next >= bound) { /* over 1 MiB: not plain, the run's values skipped past it */
-            nested->next = nested_end(text) + 1;
-            return 1;
-        }
         unsigned char c = *next++;
         if (!in_nested_text[c]) {
             *out++ = (char)c;
@@ -446,7 +450,7 @@ static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
     nested->next = end + 1; /* after the comma */
     run->nested_text = text;
     run->nested_size = end - text;
-    if (end - text > MAX_VALUE_BYTES) {
+    if (end - text > MAX_VALUE_BYTES) { /* (less than 1 MiB was left: never) */
         return 1;
     }
     *out++ = '"';
