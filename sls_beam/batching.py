@@ -309,8 +309,9 @@ class KeyedBatcher:
 
     The bulk lane: with a shared ``window``, ``dict`` elements (and subclasses
     that read as dicts) wait per group, up to :data:`WAITING_LOGS` over all
-    groups, and are then encoded a run at a time (:meth:`LogEncoder.encode_many`)
-    and kept packed (:class:`PackedElements`). A run that is not all plain
+    groups, and are then encoded a run at a time
+    (:meth:`LogEncoder.encode_runs_keeping`) and kept as their own JSON or packed
+    (:class:`PackedElements`). A run that is not all plain
     takes the per-log path, which names any broken rule.
 
     Args:

@@ -179,10 +179,6 @@ class LogPreparer:
         """Plain logs encoded in bulk (see LogEncoder.encode_many), or ``None``."""
         return self._encoder.encode_many(logs)
 
-    def encode_runs(self, runs: list[list[dict]]) -> list[bytes | None]:
-        """Runs of plain logs encoded in bulk (see LogEncoder.encode_runs)."""
-        return self._encoder.encode_runs(runs)
-
     def encode_runs_keeping(
         self, runs: list[list[dict]]
     ) -> tuple[list[bytes | None], list[bytes | None]]:
