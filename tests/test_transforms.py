@@ -9,6 +9,7 @@ import typing
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.direct import direct_userstate
 from apache_beam.testing import test_stream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.display import DisplayData
@@ -349,11 +350,12 @@ def test_streaming_buffer_flushes_on_time_count_and_window_end(emulator):
 
 def test_streaming_time_limit_is_armed_again_once_it_fired(emulator):
     """A stale timer that fired is no longer armed, even when the worker's clock (here
-    stopped at 0) has not reached it: the next log arms it again and leaves on time,
-    not with the log after it."""
-    events = [[{"n": n} for n in range(5)], 5, [{"n": 5}], 5, [{"n": 6}]]
+    stopped at 0) has not reached it and the worker read its deadline from state (the
+    second bundle): the next log arms it again and leaves on time, not with the log
+    after it."""
+    events = [[{"n": n} for n in range(5)], [{"n": 5}], 5, [{"n": 6}], 5, [{"n": 7}]]
     batches = run_stream(emulator, events, max_batch_logs=10, max_buffering_secs=2)
-    assert batches == [[0, 1, 2, 3, 4], [5], [6]]
+    assert batches == [[0, 1, 2, 3, 4, 5], [6], [7]]
 
 
 def test_streaming_logs_past_their_time_leave_with_the_next_chunk(emulator):
@@ -398,7 +400,7 @@ def test_streaming_batches_stay_within_limits_when_the_workers_counts_are_stale(
     """The buffered count is the worker's belief, not state: forgotten at every chunk
     (as if the key moved between workers each bundle), no count flush happens, and
     the window's end must cut the bag into batches within both limits, losing nothing."""
-    monkeypatch.setattr(dofns, "_BUFFERED", _Forgetful())
+    monkeypatch.setattr(dofns, "_IN_MEMORY", _Forgetful())
     events = [[{"n": n, "pad": "p" * 600}] for n in range(15)]  # a bundle a log
     batches = run_stream(emulator, events, max_batch_logs=4, max_batch_bytes=2048)
     assert sorted(n for batch in batches for n in batch) == list(range(15))
@@ -407,10 +409,74 @@ def test_streaming_batches_stay_within_limits_when_the_workers_counts_are_stale(
 
 
 class _Forgetful(dict):
-    """A worker's memory of buffered counts that never recalls one."""
+    """A worker's memory of keys' state that never recalls one."""
 
     def get(self, key, default=None):
         return default
+
+
+def test_streaming_chunks_read_when_the_timer_fires_only_until_a_committed_state_says(
+    emulator, monkeypatch
+):
+    """A key's first bundle reads ``armed`` (None) and arms the timer; the next reads the
+    deadline that bundle committed; from then on a chunk costs its add alone, with no
+    read of Beam's state (counted on the runner's own state objects)."""
+    reads = []
+    read = direct_userstate.ReadModifyWriteRuntimeState.read
+    monkeypatch.setattr(
+        direct_userstate.ReadModifyWriteRuntimeState,
+        "read",
+        lambda state: reads.append(1) or read(state),
+    )
+    events = [[{"n": n}] for n in range(10)]  # a bundle a log, a chunk a bundle
+    batches = run_stream(emulator, events, max_batch_logs=100, max_buffering_secs=2)
+    assert batches == [list(range(10))]  # at the window's end
+    assert len(reads) == 2
+
+
+class _Planted(dict):
+    """A worker's memory holding, for every key, a deadline the timer does not have:
+    one a failed bundle wrote (``armed_in`` a bundle that is gone), or one read from
+    state that has since fired on another worker (``armed_in`` None)."""
+
+    def __init__(self, deadline: float, armed_in: object | None):
+        super().__init__()
+        self._deadline, self._armed_in = deadline, armed_in
+
+    def get(self, key, default=None):
+        if key not in self:
+            known = self[key] = dofns._KeyInMemory()
+            known.deadline, known.armed_in = self._deadline, self._armed_in
+        return self[key]
+
+
+class _StoppedClock:
+    def __init__(self, now: float):
+        self._now = now
+
+    def __call__(self) -> float:
+        return self._now
+
+
+@pytest.mark.parametrize(
+    "now, planted",
+    [
+        pytest.param(0.0, _Planted(2.0, object()), id="written-by-a-failed-bundle"),
+        pytest.param(1.6, _Planted(2.0, None), id="read-within-the-clock-skew"),
+    ],
+)
+def test_streaming_time_limit_holds_when_the_workers_memory_of_the_timer_is_wrong(
+    emulator, monkeypatch, now, planted
+):
+    """A deadline the worker remembers is trusted only when a committed state said it and
+    the clock is not within CLOCK_SKEW_SECS of it: otherwise the chunk reads ``armed``,
+    arms the timer, and its logs leave on time, not at the window's end."""
+    monkeypatch.setattr(dofns, "_IN_MEMORY", planted)
+    events = [[{"n": n} for n in range(5)], 5, [{"n": 5}]]
+    batches = run_stream(
+        emulator, events, max_batch_logs=10, max_buffering_secs=2, clock=_StoppedClock(now)
+    )
+    assert batches == [[0, 1, 2, 3, 4], [5]]
 
 
 def test_pickles_and_runs_in_worker_processes(emulator):
