@@ -8,12 +8,13 @@
    identity ``Map``) and ``WriteToSLS`` (stateful) in turn; logs/s, state
    operations a log and logs a chunk (the sink's own counters).
 2. Latency: ``pipelines.pubsub_to_sls`` against the real Pub/Sub emulator
-   (``--max-buffering-secs 1``), with ``--sink-mode bundle`` at ``--rate``
-   messages a second for ``--secs`` seconds, and with the stateful sink at
-   ``--stateful-rate`` (the local runner commits state one bundle at a time,
-   and Pub/Sub bundles are a few messages: see the README); publish → stored
-   latency p50/p95/p99 (the SLS emulator records when it stored each log) and
-   throughput. Skipped, saying why, without the Pub/Sub emulator.
+   (``--max-buffering-secs 1``), at each of ``--rates`` messages a second for
+   ``--secs`` seconds (then ``--after-secs`` more, unmeasured: the stream goes
+   on), with the stateful sink and with ``--sink-mode bundle``, beside Beam's
+   floor on the same runner (``benchmarks.pubsub_floor``: the same read, no
+   sink); publish → stored latency p50/p95/p99 (the SLS emulator records when
+   it stored each log) and throughput. Skipped, saying why, without the
+   Pub/Sub emulator.
 3. Many groups: one million distinct topics through the stateful path's
    pre-batcher, the worker's RSS sampled as they pass (every per-key cache is
    bounded).
@@ -31,9 +32,11 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -137,8 +140,77 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def latency_row(rate: int, secs: float, max_buffering_secs: float, mode: str = "stateful") -> dict:
-    """Publish → stored latency through the Pub/Sub pipeline, at a steady rate."""
+def _publish_steadily(publisher, topic: str, rate: int, count: int, field: str) -> float:
+    """Publish ``count`` messages ``{field: n, "sent": time}`` at ``rate`` a second; the
+    seconds it took (longer when the publisher lags)."""
+    begin = time.perf_counter()
+    for n in range(count):
+        # The publisher's pace (not a synchronisation): a steady rate.
+        delay = begin + n / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        publisher.publish(topic, json.dumps({field: n, "sent": time.time()}).encode())
+    return time.perf_counter() - begin
+
+
+def _lags(arrivals: list[tuple[dict, float]]) -> list[float]:
+    """Seconds from publish to arrival of each log, in order."""
+    return sorted(at - float(log["sent"]) for log, at in arrivals)
+
+
+class _Arrivals(Protocol):
+    """The logs a latency row's pipeline delivered, and when each arrived."""
+
+    def wait_for(self, count: int, timeout: float) -> bool: ...
+
+    def all(self) -> list[tuple[dict, float]]: ...
+
+
+class _StoredArrivals:
+    """Logs stored by the SLS emulator, at the time it stored them."""
+
+    def __init__(self, emulator: Emulator):
+        self._emulator = emulator
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        return self._emulator.wait_for_logs(count, timeout=timeout)
+
+    def all(self) -> list[tuple[dict, float]]:
+        return [(log.contents, log.arrived) for log in self._emulator.logs()]
+
+
+class _FileArrivals:
+    """Logs the floor pipeline wrote to a file (see benchmarks.pubsub_floor)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while len(self.all()) < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)  # a benchmark's poll of a file another process writes
+        return True
+
+    def all(self) -> list[tuple[dict, float]]:
+        if not self.path.exists():
+            return []
+        lines = self.path.read_bytes().splitlines()
+        return [(record["log"], record["arrived"]) for record in map(json.loads, lines)]
+
+
+def latency_row(
+    rate: int,
+    secs: float,
+    max_buffering_secs: float,
+    mode: str = "stateful",
+    after_secs: float = 10.0,
+) -> dict:
+    """Publish → stored latency through the Pub/Sub pipeline, at a steady rate for
+    ``secs`` (measured), then ``after_secs`` more (the stream goes on: unmeasured but
+    for the latest arrival of those, the quiet end). ``mode``: the sink's
+    (``stateful``, ``bundle``), or ``floor`` for the same read with no sink."""
     if not os.path.exists(PUBSUB_LAUNCHER):
         return {"skipped": "the Pub/Sub emulator is not installed"}
     from google.cloud import pubsub_v1
@@ -167,40 +239,44 @@ def latency_row(rate: int, secs: float, max_buffering_secs: float, mode: str = "
         publisher = pubsub_v1.PublisherClient()
         publisher.create_topic(name=topic)
         pubsub_v1.SubscriberClient().create_subscription(name=subscription, topic=topic)
-        with Emulator(trust_logs=True) as emulator:
-            pipeline = subprocess.Popen(
-                [
-                    sys.executable, "-m", "pipelines.pubsub_to_sls",
-                    "--subscription", subscription,
+        with Emulator(trust_logs=True) as emulator, tempfile.TemporaryDirectory() as tmp:
+            if mode == "floor":
+                arrivals: _Arrivals = _FileArrivals(Path(tmp) / "arrivals.jsonl")
+                command = ["benchmarks.pubsub_floor", "--out", str(arrivals.path)]
+            else:
+                arrivals = _StoredArrivals(emulator)
+                command = [
+                    "pipelines.pubsub_to_sls",
                     "--endpoint", emulator.endpoint,
                     "--sls_project", PROJECT,
                     "--logstore", LOGSTORE,
                     "--max-buffering-secs", str(max_buffering_secs),
                     "--sink-mode", mode,
                     "--progress-secs", "0",
-                ],
+                ]  # fmt: skip
+            pipeline = subprocess.Popen(
+                [sys.executable, "-m", *command, "--subscription", subscription],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
-            )  # fmt: skip
+            )
             # Warm-up: the pipeline is running once a first message lands.
             publisher.publish(topic, b'{"warmup": "1"}').result(timeout=60)
-            assert emulator.wait_for_logs(1, timeout=180), "the pipeline did not start"
+            assert arrivals.wait_for(1, timeout=180), "the pipeline did not start"
             total = int(rate * secs)
-            begin = time.perf_counter()
-            for n in range(total):
-                # The publisher's pace (not a synchronisation): a steady rate.
-                delay = begin + n / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                payload = json.dumps({"i": n, "sent": time.time()}).encode()
-                publisher.publish(topic, payload)
-            published_secs = time.perf_counter() - begin  # longer when the publisher lags
-            arrived = emulator.wait_for_logs(total + 1, timeout=120)
-            logs = [log for log in emulator.logs() if "sent" in log.contents]
-        lags = sorted(log.arrived - float(log.contents["sent"]) for log in logs)
-        last = max(log.arrived for log in logs)
-        first = min(float(log.contents["sent"]) for log in logs)
+            published_secs = _publish_steadily(publisher, topic, rate, total, "i")
+            # The stream goes on, unmeasured, as a live one does: on this runner a quiet
+            # stream's last logs wait for its next pull (up to 30 s), which the logs
+            # published after the measured ones show on their own.
+            after = int(rate * after_secs)
+            _publish_steadily(publisher, topic, rate, after, "after")
+            arrived = arrivals.wait_for(total + after + 1, timeout=120)
+            stored = arrivals.all()
+        measured = [(log, at) for log, at in stored if "i" in log]
+        lags = _lags(measured)
+        last = max(at for _, at in measured)
+        first = min(float(log["sent"]) for log, _ in measured)
+        quiet_end = max(_lags([(log, at) for log, at in stored if "after" in log]), default=None)
         q = statistics.quantiles(lags, n=100)
         return {
             "rate_per_sec": rate,
@@ -208,13 +284,15 @@ def latency_row(rate: int, secs: float, max_buffering_secs: float, mode: str = "
             "published_per_sec": round(total / published_secs),
             "max_buffering_secs": max_buffering_secs,
             "sink_mode": mode,
-            "received": len(logs),
+            "received": len(measured),
             "all_arrived": arrived,
             "p50_secs": round(q[49], 2),
             "p95_secs": round(q[94], 2),
             "p99_secs": round(q[98], 2),
             "max_secs": round(lags[-1], 2),
-            "logs_per_sec": round(len(logs) / (last - first)),
+            "logs_per_sec": round(len(measured) / (last - first)),
+            "stream_goes_on_secs": after_secs,
+            "quiet_end_max_secs": None if quiet_end is None else round(quiet_end, 2),
             "runner": "BundleBasedDirectRunner (the local runner that streams from Pub/Sub)",
         }
     finally:
@@ -258,27 +336,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--logs", type=int, default=20_000, help="logs per bundle-size run")
     parser.add_argument(
-        "--rate",
-        type=int,
-        default=500,
-        help="Pub/Sub messages a second (the local runner reads ~480 a second at most)",
+        "--rates",
+        type=lambda text: [int(rate) for rate in text.split(",")],
+        default=[500, 2000],
+        help="Pub/Sub messages a second, comma-separated: a latency row each, per sink",
     )
     parser.add_argument("--secs", type=float, default=60.0, help="seconds of publishing")
-    parser.add_argument("--topics", type=int, default=1_000_000, help="distinct topics")
     parser.add_argument(
-        "--stateful-rate",
-        type=int,
-        default=100,
-        help="messages a second for the stateful sink on the local runner (see the README)",
+        "--after-secs",
+        type=float,
+        default=10.0,
+        help="seconds the stream goes on after the measured messages (unmeasured)",
     )
+    parser.add_argument("--topics", type=int, default=1_000_000, help="distinct topics")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     figures = {
         "bundles": bundle_rows(args.logs, (10, 100, 1000)),
         "many_topics": many_topics_memory(args.topics),
         "latency": [
-            latency_row(args.rate, args.secs, 1.0, "bundle"),
-            latency_row(args.stateful_rate, args.secs / 2, 1.0, "stateful"),
+            latency_row(rate, args.secs, 1.0, mode, args.after_secs)
+            for rate in args.rates
+            for mode in ("floor", "stateful", "bundle")
         ],
     }
     print(json.dumps(figures, indent=2))

@@ -54,9 +54,9 @@ def test_the_streaming_benchmark_runs_every_part(tmp_path):
         "benchmarks.streaming",
         "--logs=300",
         "--topics=3000",
-        "--rate=50",
+        "--rates=50",
         "--secs=2",
-        "--stateful-rate=20",
+        "--after-secs=1",
         f"--out={tmp_path}",
     ]
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=600)
