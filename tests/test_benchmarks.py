@@ -69,3 +69,14 @@ def test_the_streaming_benchmark_runs_every_part(tmp_path):
     assert figures["many_topics"][-1]["logs"] == 3000
     for row in figures["latency"]:
         assert "skipped" in row or (row["all_arrived"] and row["p99_secs"] >= row["p50_secs"])
+
+
+def test_the_breakdown_reports_each_step_and_what_a_dynamic_group_costs():
+    command = [sys.executable, "-m", "benchmarks.breakdown", "--logs=4096", "--repeat=1"]
+    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith(b"{")]
+    steps, dynamic = lines[0], lines[1]["dynamic group, the batcher alone (us a log)"]
+    assert {"beam floor", "encoding", "preparing", "the rest", "total"} <= set(steps)
+    assert dynamic["source callable"] > 0 and dynamic["constant source"] > 0
+    expected = dynamic["source callable"] - dynamic["constant source"]
+    assert abs(dynamic["extra"] - expected) < 0.002
