@@ -216,67 +216,41 @@ def _group_of_key(key: str) -> LogGroup:
     return LogGroup(topic, source, tuple(map(tuple, tags)))
 
 
-class _KeyInMemory:
-    """What this worker believes of a (DoFn, key, window)'s state, to spare state reads.
-
-    ``logs`` and ``nbytes``: how many logs and bytes its bag holds (they decide when
-    a batch leaves). ``deadline``: when its stale timer fires, as ``armed`` held it;
-    ``armed_in``: the bundle that wrote it (its write not yet committed), or None
-    when it was read from state (committed, and so was the timer set beside it).
-    """
-
-    __slots__ = ("logs", "nbytes", "deadline", "armed_in")
-
-    def __init__(self):
-        self.logs = self.nbytes = 0
-        self.deadline: float | None = None
-        self.armed_in: object | None = None
-
-
-#: The worker's _KeyInMemory of each (DoFn, key, window): shared by its DoFn instances
-#: (a runner hands a key to one bundle at a time), all forgotten once it holds as many
-#: entries as a memo (a forgotten entry costs a state read, or delays a flush to the
-#: key's timer).
-_IN_MEMORY: dict = {}
-
-#: How far the worker's clock may be behind the clock that fires timers (another
-#: worker's, or the runner's): a deadline read from state is trusted until this long
-#: before it (at most half of ``max_buffering_secs``).
-CLOCK_SKEW_SECS = 0.5
+#: Logs and bytes this worker believes each (DoFn, key, window) has buffered in state:
+#: shared by the worker's DoFn instances (a runner hands a key to one bundle at a
+#: time), all forgotten once it holds as many entries as a memo (a forgotten count
+#: only delays a flush to the key's timer).
+_BUFFERED: dict = {}
 
 
 class BufferInStateFn(beam.DoFn):
     """Unbounded input, step 2: buffer chunks per key until count, bytes, time or window end.
 
     State per (key, window): the bag of chunks, and ``armed`` (when the stale
-    timer fires; infinity without a time limit). A chunk costs one state
-    operation, its add, while this worker knows the timer is armed, and a second,
-    reading ``armed``, when it does not. The stale timer is armed, and ``armed``
-    written, once a ``max_buffering_secs`` at most: a batch flushed for its count
-    leaves the timer running, to flush the next batch on time; the window-end
-    timer is set with the key's first chunk. A flush reads and clears the bag.
-    The stale timer clears ``armed`` when it fires (it is no longer armed,
-    whatever the worker's clock says), and the window-end timer too when it
-    finds the bag empty: idle keys keep nothing.
+    timer fires; infinity without a time limit). A key's first chunk in a
+    bundle costs two state operations: reading ``armed`` and adding the chunk;
+    its later chunks in the bundle, one (the bundle knows what it read or
+    wrote: its state commits whole, or not at all). The stale timer is armed,
+    and ``armed`` written, once a ``max_buffering_secs`` at most: a batch
+    flushed for its count leaves the timer running, to flush the next batch on
+    time; the window-end timer is set with the key's first chunk. A flush reads
+    and clears the bag. The stale timer clears ``armed`` when it fires (it is
+    no longer armed, whatever the worker's clock says), and the window-end
+    timer too when it finds the bag empty: idle keys keep nothing.
 
-    No chunk may be left in state without a timer, so the worker knows the timer
-    is armed only from a committed state: the deadline it *read* from ``armed``
-    (written in an earlier bundle, beside the timer), trusted until
-    ``CLOCK_SKEW_SECS`` before it (after that the timer may have fired on
-    another worker, where the worker's memory is not cleared), or the deadline
-    this very bundle wrote (it commits with the chunk, or neither does). A
-    deadline a bundle wrote is not trusted by the next bundle: that bundle may
-    have failed, its timer with it; the next bundle reads ``armed``, and from
-    then on the deadline is known. So a key costs one read in its first bundle
-    after the timer is armed and in the last ``CLOCK_SKEW_SECS`` before it fires.
+    Each bundle reads ``armed`` afresh, because no chunk may be left in state
+    without a timer: what a worker read in an earlier bundle may no longer hold
+    (the timer fired on another worker; or the runner restored state from a
+    checkpoint, as Flink does, while the worker process lived on).
 
-    How many logs and bytes the bag holds is kept in the worker's memory too, not
-    in state: it decides *when* a batch leaves (full, or a chunk that would
+    How many logs and bytes the bag holds is kept in the worker's memory, not in
+    state: it decides *when* a batch leaves (full, or a chunk that would
     overflow it is split: its first logs fill the batch, the rest starts the
     next one). A flush sends whatever the bag holds, cut into batches within
     the limits, so a count gone stale (the key moved between workers, a bundle
     was retried, the entry was forgotten) changes only when logs leave, never a
-    batch's size nor whether a log is sent.
+    batch's size nor whether a log is sent; whether a log is sent at all rests
+    on the timers, armed from state in the bundle that adds the chunk.
 
     Args:
       limits: the batch limits.
@@ -293,14 +267,13 @@ class BufferInStateFn(beam.DoFn):
         self._limits = limits
         self._max_buffering_secs = max_buffering_secs
         self._clock = clock
-        self._skew = min(CLOCK_SKEW_SECS, max_buffering_secs / 2)
         self._id = uuid.uuid4().hex  # the same in every copy of this DoFn
         self._rooms = Memo(lambda key: limits.room(_group_of_key(key)))
         self._state_operations = Metrics.counter(METRICS_NAMESPACE, "state_operations")
         self._chunks = Metrics.counter(METRICS_NAMESPACE, "chunks_buffered")
 
     def start_bundle(self):
-        self._bundle = object()  # marks the deadlines this bundle writes
+        self._deadlines: dict = {}  # (key, window) → `armed`, as this bundle read or wrote it
 
     def process(
         self,
@@ -312,60 +285,52 @@ class BufferInStateFn(beam.DoFn):
         stale=beam.DoFn.TimerParam(STALE),
     ):
         key, (joined, count) = element
-        known = self._known(key, window)
+        buffered = self._buffered(key, window)
         self._chunks.inc()
         now = self._clock()
-        if not self._knows_armed(known, now):
-            deadline = known.deadline = armed.read()
-            known.armed_in = None  # read from state: committed
+        deadline = self._deadlines.get((key, window))
+        if deadline is None:  # the key's first chunk in this bundle
+            deadline = armed.read()
             self._counted(1)
-            if deadline is None:  # the key's first chunk in this window, or since it was idle
+            if deadline is None:  # its first in this window, or since it was idle
                 window_end.set(window.max_timestamp())
                 self._counted(1)
-            elif deadline <= now and known.logs:  # logs whose timer is due leave now
-                yield from self._flush(key, window, chunks)
-            if deadline is None or deadline <= now:
-                deadline = math.inf
-                if self._max_buffering_secs:
-                    deadline = now + self._max_buffering_secs
-                    stale.set(deadline)
-                    self._counted(1)
-                armed.write(deadline)
+        if deadline is not None and deadline <= now and buffered[0]:
+            yield from self._flush(key, window, chunks)  # logs whose timer is due leave now
+        if deadline is None or deadline <= now:
+            deadline = math.inf
+            if self._max_buffering_secs:
+                deadline = now + self._max_buffering_secs
+                stale.set(deadline)
                 self._counted(1)
-                known.deadline, known.armed_in = deadline, self._bundle
+            armed.write(deadline)
+            self._counted(1)
+        self._deadlines[key, window] = deadline
         room = self._rooms[key]
-        if known.logs and not self._limits.fits(known.logs, known.nbytes, len(joined), room, count):
+        n, nbytes = buffered
+        if n and not self._limits.fits(n, nbytes, len(joined), room, count):
             # Fill the batch with the chunk's first logs, flush it, keep the rest.
-            head, head_count, joined, count = self._split(joined, known.logs, known.nbytes, room)
+            head, head_count, joined, count = self._split(joined, n, nbytes, room)
             if head_count:
                 chunks.add((head, head_count))
                 self._counted(1)
             yield from self._flush(key, window, chunks)
         chunks.add((joined, count))
         self._counted(1)
-        known.logs += count
-        known.nbytes += len(joined) - (count - 1)  # bytes without commas
-        if known.logs >= self._limits.max_logs:
+        buffered[0] += count
+        buffered[1] += len(joined) - (count - 1)  # bytes without commas
+        if buffered[0] >= self._limits.max_logs:
             yield from self._flush(key, window, chunks)
 
-    def _knows_armed(self, known: _KeyInMemory, now: float) -> bool:
-        """Whether the key's stale timer is surely armed (see the class), unread."""
-        deadline = known.deadline
-        if deadline is None:
-            return False
-        if known.armed_in is None:
-            return now < deadline - self._skew
-        return known.armed_in is self._bundle and now < deadline
-
-    def _known(self, key: str, window) -> _KeyInMemory:
-        """This worker's memory of the key's state in the window (see _KeyInMemory)."""
+    def _buffered(self, key: str, window) -> list:
+        """This worker's [logs, bytes] for the key's buffered batch (see the class)."""
         entry = (self._id, key, window)
-        known = _IN_MEMORY.get(entry)
-        if known is None:
-            if len(_IN_MEMORY) >= MAX_REMEMBERED:
-                _IN_MEMORY.clear()
-            known = _IN_MEMORY[entry] = _KeyInMemory()
-        return known
+        buffered = _BUFFERED.get(entry)
+        if buffered is None:
+            if len(_BUFFERED) >= MAX_REMEMBERED:
+                _BUFFERED.clear()
+            buffered = _BUFFERED[entry] = [0, 0]
+        return buffered
 
     def _split(
         self, joined: bytes, n: int, nbytes: int, room: int
@@ -395,7 +360,7 @@ class BufferInStateFn(beam.DoFn):
     ):
         sent = yield from self._flush(key, window, chunks)
         armed.clear()  # the next chunk arms the timer again
-        self._known(key, window).deadline = None
+        self._deadlines.pop((key, window), None)
         self._counted(1)
         if not sent:  # nothing came since the last batch: the key keeps nothing in state
             window_end.clear()
@@ -409,15 +374,14 @@ class BufferInStateFn(beam.DoFn):
         chunks=beam.DoFn.StateParam(CHUNKS),
     ):
         yield from self._flush(key, window, chunks)
-        _IN_MEMORY.pop((self._id, key, window), None)  # the window is over
+        _BUFFERED.pop((self._id, key, window), None)  # the window is over
 
     def _flush(self, key: str, window, chunks) -> Generator[tuple[str, list], None, bool]:
         """Send what the bag holds, as batches within the limits, and empty it;
         whether it held anything."""
         buffered = list(chunks.read())
         self._counted(1)
-        known = self._known(key, window)
-        known.logs = known.nbytes = 0
+        self._buffered(key, window)[:] = (0, 0)
         if not buffered:
             return False
         chunks.clear()

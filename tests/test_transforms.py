@@ -400,7 +400,7 @@ def test_streaming_batches_stay_within_limits_when_the_workers_counts_are_stale(
     """The buffered count is the worker's belief, not state: forgotten at every chunk
     (as if the key moved between workers each bundle), no count flush happens, and
     the window's end must cut the bag into batches within both limits, losing nothing."""
-    monkeypatch.setattr(dofns, "_IN_MEMORY", _Forgetful())
+    monkeypatch.setattr(dofns, "_BUFFERED", _Forgetful())
     events = [[{"n": n, "pad": "p" * 600}] for n in range(15)]  # a bundle a log
     batches = run_stream(emulator, events, max_batch_logs=4, max_batch_bytes=2048)
     assert sorted(n for batch in batches for n in batch) == list(range(15))
@@ -409,18 +409,15 @@ def test_streaming_batches_stay_within_limits_when_the_workers_counts_are_stale(
 
 
 class _Forgetful(dict):
-    """A worker's memory of keys' state that never recalls one."""
+    """A worker's memory of buffered counts that never recalls one."""
 
     def get(self, key, default=None):
         return default
 
 
-def test_streaming_chunks_read_when_the_timer_fires_only_until_a_committed_state_says(
-    emulator, monkeypatch
-):
-    """A key's first bundle reads ``armed`` (None) and arms the timer; the next reads the
-    deadline that bundle committed; from then on a chunk costs its add alone, with no
-    read of Beam's state (counted on the runner's own state objects)."""
+def _counting_reads(monkeypatch) -> list:
+    """The reads of ``armed`` (the only read-modify-write state), counted on the runner's
+    own state objects."""
     reads = []
     read = direct_userstate.ReadModifyWriteRuntimeState.read
     monkeypatch.setattr(
@@ -428,55 +425,29 @@ def test_streaming_chunks_read_when_the_timer_fires_only_until_a_committed_state
         "read",
         lambda state: reads.append(1) or read(state),
     )
+    return reads
+
+
+def test_streaming_a_keys_chunks_in_one_bundle_read_when_its_timer_fires_once(
+    emulator, monkeypatch
+):
+    """A bundle of 12 logs makes 3 chunks of 4 for one key: the stateful step reads
+    ``armed`` for the first and knows it for the others (its bundle read it)."""
+    reads = _counting_reads(monkeypatch)
+    batches = run_stream(emulator, [[{"n": n} for n in range(12)]], max_batch_logs=4)
+    assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert len(reads) == 1
+
+
+def test_streaming_each_bundle_reads_when_its_keys_timer_fires(emulator, monkeypatch):
+    """What an earlier bundle read may no longer hold (the timer fired on another worker,
+    or the runner restored state from a checkpoint while the worker lived on): each
+    bundle reads ``armed`` again, once a key."""
+    reads = _counting_reads(monkeypatch)
     events = [[{"n": n}] for n in range(10)]  # a bundle a log, a chunk a bundle
     batches = run_stream(emulator, events, max_batch_logs=100, max_buffering_secs=2)
     assert batches == [list(range(10))]  # at the window's end
-    assert len(reads) == 2
-
-
-class _Planted(dict):
-    """A worker's memory holding, for every key, a deadline the timer does not have:
-    one a failed bundle wrote (``armed_in`` a bundle that is gone), or one read from
-    state that has since fired on another worker (``armed_in`` None)."""
-
-    def __init__(self, deadline: float, armed_in: object | None):
-        super().__init__()
-        self._deadline, self._armed_in = deadline, armed_in
-
-    def get(self, key, default=None):
-        if key not in self:
-            known = self[key] = dofns._KeyInMemory()
-            known.deadline, known.armed_in = self._deadline, self._armed_in
-        return self[key]
-
-
-class _StoppedClock:
-    def __init__(self, now: float):
-        self._now = now
-
-    def __call__(self) -> float:
-        return self._now
-
-
-@pytest.mark.parametrize(
-    "now, planted",
-    [
-        pytest.param(0.0, _Planted(2.0, object()), id="written-by-a-failed-bundle"),
-        pytest.param(1.6, _Planted(2.0, None), id="read-within-the-clock-skew"),
-    ],
-)
-def test_streaming_time_limit_holds_when_the_workers_memory_of_the_timer_is_wrong(
-    emulator, monkeypatch, now, planted
-):
-    """A deadline the worker remembers is trusted only when a committed state said it and
-    the clock is not within CLOCK_SKEW_SECS of it: otherwise the chunk reads ``armed``,
-    arms the timer, and its logs leave on time, not at the window's end."""
-    monkeypatch.setattr(dofns, "_IN_MEMORY", planted)
-    events = [[{"n": n} for n in range(5)], 5, [{"n": 5}]]
-    batches = run_stream(
-        emulator, events, max_batch_logs=10, max_buffering_secs=2, clock=_StoppedClock(now)
-    )
-    assert batches == [[0, 1, 2, 3, 4], [5]]
+    assert len(reads) == 10
 
 
 def test_pickles_and_runs_in_worker_processes(emulator):
