@@ -3,7 +3,7 @@
 The pipeline of ``pipelines.pubsub_to_sls`` without the sink: read the
 subscription on the same runner (BundleBasedDirectRunner, streaming), turn each
 message into a log as it does, and append ``{"log": ..., "arrived": unix secs}``
-to a JSON-lines file, flushed at the end of each bundle. What this runner
+to a JSON-lines file at the end of each bundle. What this runner
 carries with nothing after the read, to set beside what it carries with the sink.
 """
 
@@ -21,22 +21,20 @@ from pipelines.pubsub_to_sls import MessageToLog
 
 
 class RecordArrival(beam.DoFn):
-    """Each log and when it got here, a line in ``path`` (written at each bundle's end)."""
+    """Each log and when it got here, a line in ``path`` (appended at each bundle's end)."""
 
     def __init__(self, path: str):
         self._path = path
 
-    def setup(self):
-        self._file = open(self._path, "ab")  # noqa: SIM115 - open for the DoFn's life
+    def start_bundle(self):
+        self._lines: list[bytes] = []
 
     def process(self, log):
-        self._file.write(orjson.dumps({"log": log, "arrived": time.time()}) + b"\n")
+        self._lines.append(orjson.dumps({"log": log, "arrived": time.time()}) + b"\n")
 
     def finish_bundle(self):
-        self._file.flush()
-
-    def teardown(self):
-        self._file.close()
+        with open(self._path, "ab") as f:
+            f.writelines(self._lines)
 
 
 def main() -> None:

@@ -196,7 +196,8 @@ class _FileArrivals:
     def all(self) -> list[tuple[dict, float]]:
         if not self.path.exists():
             return []
-        lines = self.path.read_bytes().splitlines()
+        written = self.path.read_bytes()
+        lines = written[: written.rfind(b"\n") + 1].splitlines()  # whole lines: one may be cut
         return [(record["log"], record["arrived"]) for record in map(json.loads, lines)]
 
 
