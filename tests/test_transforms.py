@@ -415,17 +415,42 @@ class _Forgetful(dict):
         return default
 
 
-def _counting_reads(monkeypatch) -> list:
-    """The reads of ``armed`` (the only read-modify-write state), counted on the runner's
-    own state objects."""
-    reads = []
-    read = direct_userstate.ReadModifyWriteRuntimeState.read
-    monkeypatch.setattr(
-        direct_userstate.ReadModifyWriteRuntimeState,
-        "read",
-        lambda state: reads.append(1) or read(state),
-    )
-    return reads
+class _StateReads:
+    """Counts, in the buffering step of a one-key stream (its bundles run one after the
+    other): the reads of ``armed`` (the only read-modify-write state) and the chunks
+    added to the bag in each bundle, on the runner's own state objects."""
+
+    def __init__(self, monkeypatch):
+        self.reads = 0
+        self._chunks_by_bundle: list[int] = []
+        read = direct_userstate.ReadModifyWriteRuntimeState.read
+        add = direct_userstate.BagRuntimeState.add
+        start_bundle = dofns.BufferInStateFn.start_bundle
+
+        def counted_read(state):
+            self.reads += 1
+            return read(state)
+
+        def counted_add(state, value):
+            self._chunks_by_bundle[-1] += 1
+            return add(state, value)
+
+        def counted_start_bundle(fn):
+            self._chunks_by_bundle.append(0)
+            return start_bundle(fn)
+
+        monkeypatch.setattr(direct_userstate.ReadModifyWriteRuntimeState, "read", counted_read)
+        monkeypatch.setattr(direct_userstate.BagRuntimeState, "add", counted_add)
+        monkeypatch.setattr(dofns.BufferInStateFn, "start_bundle", counted_start_bundle)
+
+    @property
+    def chunks(self) -> int:
+        return sum(self._chunks_by_bundle)
+
+    @property
+    def bundles(self) -> int:
+        """Bundles that added a chunk (a timer may fire in a bundle of its own)."""
+        return sum(1 for chunks in self._chunks_by_bundle if chunks)
 
 
 def test_streaming_a_keys_chunks_in_one_bundle_read_when_its_timer_fires_once(
@@ -433,21 +458,22 @@ def test_streaming_a_keys_chunks_in_one_bundle_read_when_its_timer_fires_once(
 ):
     """A bundle of 12 logs makes 3 chunks of 4 for one key: the stateful step reads
     ``armed`` for the first and knows it for the others (its bundle read it)."""
-    reads = _counting_reads(monkeypatch)
+    counted = _StateReads(monkeypatch)
     batches = run_stream(emulator, [[{"n": n} for n in range(12)]], max_batch_logs=4)
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
-    assert len(reads) == 1
+    assert (counted.chunks, counted.bundles, counted.reads) == (3, 1, 1)
 
 
 def test_streaming_each_bundle_reads_when_its_keys_timer_fires(emulator, monkeypatch):
     """What an earlier bundle read may no longer hold (the timer fired on another worker,
     or the runner restored state from a checkpoint while the worker lived on): each
     bundle reads ``armed`` again, once a key."""
-    reads = _counting_reads(monkeypatch)
+    counted = _StateReads(monkeypatch)
     events = [[{"n": n}] for n in range(10)]  # a bundle a log, a chunk a bundle
     batches = run_stream(emulator, events, max_batch_logs=100, max_buffering_secs=2)
     assert batches == [list(range(10))]  # at the window's end
-    assert len(reads) == 10
+    assert counted.chunks == 10 and counted.bundles > 1
+    assert counted.reads == counted.bundles
 
 
 def test_pickles_and_runs_in_worker_processes(emulator):
