@@ -450,9 +450,6 @@ static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
     nested->next = end + 1; /* after the comma */
     run->nested_text = text;
     run->nested_size = end - text;
-    if (end - text > MAX_VALUE_BYTES) { /* (less than 1 MiB was left: never) */
-        return 1;
-    }
     *out++ = '"';
     buffer->size = out - buffer->data;
     return 0;
