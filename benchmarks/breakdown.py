@@ -63,14 +63,18 @@ def _timing(owner, name: str, spent: dict[str, float], label: str):
     return original
 
 
+def _config(source) -> SLSWriteConfig:
+    """The sink's configuration with ``source``, for its parts run without Beam."""
+    return SLSWriteConfig(
+        endpoint="http://127.0.0.1:1", project=PROJECT, logstore=LOGSTORE, source=source
+    )
+
+
 def preparing_secs(logs: int) -> float:
     """What the batcher's source lane does for the logs' groups, as it does it: the
     callable called on each waiting run (by ``map``), the run grouped by source, each
     source's group looked up."""
-    config = SLSWriteConfig(
-        endpoint="http://127.0.0.1:1", project=PROJECT, logstore=LOGSTORE, source=source_of
-    )
-    preparer = LogPreparer(config)
+    preparer = LogPreparer(_config(source_of))
     data = list(make_typed_logs(0, min(logs, 200_000)))
     runs = [data[i : i + batching.WAITING_LOGS] for i in range(0, len(data), batching.WAITING_LOGS)]
     started = time.perf_counter()
@@ -111,9 +115,7 @@ def breakdown(logs: int, repeat: int) -> dict[str, float]:
 
 def _batcher_secs(logs: list[dict], source) -> float:
     """The bundle path's batcher, adding ``logs`` and draining: CPU seconds."""
-    config = SLSWriteConfig(
-        endpoint="http://127.0.0.1:1", project=PROJECT, logstore=LOGSTORE, source=source
-    )
+    config = _config(source)
     batcher = batching.KeyedBatcher(
         LogPreparer(config),
         config.limits(),
