@@ -4,6 +4,7 @@ Public names:
 
 - :class:`WriteToSLS` — the Beam PTransform (``result.written``, ``result.failed``).
 - :class:`FailedLog`, :class:`WrittenRequest` — its output records.
+- :class:`JsonLines` — logs given as JSON text, one object a line (written without a dict a log).
 - :class:`WebTrackingClient` — the HTTP client, usable without Beam.
 - :class:`Credentials` — an AccessKey (and STS token) for signed writes.
 - :class:`RetryPolicy`, :class:`SLSError`, :class:`InvalidLogError`, :class:`LogGroup`.
@@ -25,6 +26,7 @@ _HOMES = {
     "WriteToSLSResult": "sls_beam.transforms",
     "FailedLog": "sls_beam.records",
     "WrittenRequest": "sls_beam.records",
+    "JsonLines": "sls_beam.json_lines",
     "METRICS_NAMESPACE": "sls_beam.metrics",
     "WebTrackingClient": "sls_beam.client",
     "SendResult": "sls_beam.client",

@@ -20,6 +20,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from sls_beam import accelerated
 from sls_beam.errors import InvalidLogError
+from sls_beam.json_lines import EncodedLines, JsonLines, NotJsonError, line_starts, parse_line
 from sls_beam.preparing import LogPreparer, callable_raised, log_content
 from sls_beam.wire import BatchLimits, LogGroup, encode_plain
 
@@ -147,13 +148,26 @@ class PackedElements(_Runs):
       counts: how many elements each run holds.
     """
 
-    def _unpack(self, run: bytes | list) -> list:
-        if run.__class__ is not bytes:
+    def _unpack(self, run: bytes | list | _LinesRun) -> list:
+        if run.__class__ is list:
             return run
+        if run.__class__ is _LinesRun:
+            return run.logs()
         first = run[0]
         if first == _JSON:
             return orjson.loads(b"[" + run + b"]")
         return pickle.loads(run) if first == _PICKLED else marshal.loads(run)
+
+
+class _LinesRun(NamedTuple):
+    """The origins of a run of logs the C encoder wrote from a :class:`JsonLines`'s
+    lines: the element and where each log's line starts; each made when first read."""
+
+    lines: JsonLines
+    starts: memoryview
+
+    def logs(self) -> list:
+        return list(map(self.lines.log_at, self.starts))
 
 
 #: The first byte of a pickle (its PROTO opcode), and of logs' JSON joined by commas (a
@@ -394,6 +408,8 @@ class KeyedBatcher:
             if self._waiting_count >= self._waiting_limit:
                 return self._encode_waiting()
             return None
+        if isinstance(element, JsonLines):
+            return self._add_lines(element, origin, timestamp)
         try:
             group, data = self._preparer.prepare(element, timestamp)
         except InvalidLogError as e:
@@ -401,6 +417,105 @@ class KeyedBatcher:
         added = Added([], [])
         self._add(group, data, origin, added)
         return added if added.batches else None
+
+    def _add_lines(self, lines: JsonLines, origin: Any, timestamp) -> Added | None:
+        """The logs of a :class:`JsonLines`: the lines the C encoder wrote placed in their
+        group's batches a run at a time (with a shared window and no event time), the
+        others (and all of them without it) parsed and added log by log."""
+        added = Added([], [])
+        encoded = None
+        if self._bulk and (timestamp is None or timestamp.micros <= _NO_TIME):
+            try:
+                group = self._preparer.group_of_lines(lines)
+            except InvalidLogError as e:  # a callable raised: each line fails with it
+                for start in line_starts(lines.text):
+                    log = lines.log_at(start)
+                    added.invalid.append((log, log, e))
+                return added
+            encoded = self._preparer.encode_lines(lines.text)
+            if encoded is None:  # built without the C encoder: parsed, into the bulk lane
+                others = self._wait_lines(group, lines, added)
+            else:
+                others = self._place_lines(group, lines, encoded, added)
+        else:
+            others = line_starts(lines.text)
+        for start in others:
+            self._add_line(lines, start, origin, timestamp, added)
+        self._make_room(added)
+        return added if added.batches or added.invalid else None
+
+    def _wait_lines(self, group: LogGroup, lines: JsonLines, added: Added) -> list:
+        """Without the C encoder: each line parsed and its log waiting in the bulk lane,
+        with its element's group; return the starts of the lines that name their own
+        group fields (the per-log path's). A line that is not a JSON object fails."""
+        others = []
+        for start in line_starts(lines.text):
+            try:
+                content = parse_line(lines.line_at(start))
+            except NotJsonError as e:
+                log = lines.log_at(start)
+                added.invalid.append((log, log, e))
+                continue
+            if "__topic__" in content or "__source__" in content or "__tags__" in content:
+                others.append(start)
+                continue
+            self._wait(group, lines.log_at(start), content)
+            self._waiting_count += 1
+            if self._waiting_count >= self._waiting_limit:
+                encoded = self._encode_waiting()
+                if encoded is not None:
+                    added.batches.extend(encoded.batches)
+                    added.invalid.extend(encoded.invalid)
+        return others
+
+    def _place_lines(
+        self, group: LogGroup, lines: JsonLines, encoded: EncodedLines, added: Added
+    ) -> list:
+        """Put the logs the C encoder wrote in their group's batches, as many a run as
+        fit each (cut at their ends: nothing written twice); return the starts of the
+        lines left to the per-log path (the C encoder's, and a log too large alone)."""
+        joined, ends, starts = encoded.joined, encoded.ends, encoded.starts
+        others = list(encoded.others)
+        count = len(ends)
+        # The text is kept while a batch holds one of its logs: each run counts its share.
+        text_share = len(lines.text) / max(count, 1)
+        first = cut = 0  # the first log to place, and where it starts in `joined`
+        while first < count:
+            batch = self._open.get(group) or self._start(group)
+            room = batch.room - batch.nbytes - batch.count  # the bytes after a comma
+            last = min(count, first + batch.full_at - batch.count)
+            end = bisect_right(ends, cut + room, first, last)
+            if end == first:  # the next log does not fit
+                if batch.count:
+                    added.batches.append(self._close(group))
+                else:  # alone larger than a request: the per-log path says so
+                    others.append(starts[first])
+                    first += 1
+                    cut = ends[first - 1] + 1
+                continue
+            piece = joined[cut : ends[end - 1]]
+            cost = len(piece) + int(text_share * (end - first)) + 8 * (end - first)
+            batch.add_run(piece, end - first, _LinesRun(lines, starts[first:end]), cost)
+            self.buffered_bytes += cost
+            if batch.count >= batch.full_at:
+                added.batches.append(self._close(group))
+            first, cut = end, ends[end - 1] + 1
+        return others
+
+    def _add_line(self, lines: JsonLines, start: int, origin: Any, timestamp, added: Added):
+        """One line of a JsonLines, parsed, on the per-log path; a line that is not a
+        JSON object, or breaks a rule, fails alone."""
+        log = lines.log_at(start)
+        if self._window is None:  # each log reported in its element's window
+            origin = origin.with_value(log)
+        else:
+            origin = log
+        try:
+            group, data = self._preparer.prepare_line(lines, lines.line_at(start), timestamp)
+        except InvalidLogError as e:
+            added.invalid.append((log, origin, e))
+            return
+        self._add(group, data, origin, added)
 
     def _wait(self, group: LogGroup, element: Any, content: Any) -> None:
         waiting = self._waiting.get(group)

@@ -11,6 +11,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from sls_beam.config import SLSWriteConfig
 from sls_beam.errors import InvalidLogError, describe
+from sls_beam.json_lines import EncodedLines, JsonLines, encode_lines, parse_line
 from sls_beam.memo import Memo
 from sls_beam.wire import (
     LogEncoder,
@@ -109,6 +110,45 @@ class LogPreparer:
         group = self._static_group
         if group is None or "__topic__" in log or "__source__" in log or "__tags__" in log:
             group, log = self._group_of(element, log)
+        event_time = None
+        if self._needs_event_time and timestamp is not None and timestamp > MIN_TIMESTAMP:
+            event_time = format_event_time(timestamp)
+        return group, self.encode_log(log, group, event_time)
+
+    def group_of_lines(self, lines: JsonLines) -> LogGroup:
+        """The group of a :class:`JsonLines`'s lines that name none of their own: the
+        callables are given the element. Raises InvalidLogError, naming what they raised."""
+        if self._static_group is not None:
+            return self._static_group
+        try:
+            return self._group_of(lines, {})[0]
+        except InvalidLogError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a topic/source/tags callable's own code
+            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
+
+    def encode_lines(self, text: bytes) -> EncodedLines | None:
+        """The lines of a JsonLines written in C (see :func:`encode_lines`), or ``None``:
+        no C encoder, or each log needs its own event time."""
+        if not self.takes_bulk:
+            return None
+        return encode_lines(text, self._encoder.time_tail(), self._encoder.max_log_bytes)
+
+    def prepare_line(
+        self, lines: JsonLines, line: bytes, timestamp: Timestamp | None = None
+    ) -> tuple[LogGroup, bytes]:
+        """:meth:`prepare` of one line of ``lines``: its group from the element's callables
+        and its own fields. Raises InvalidLogError (NotJsonError: not a JSON object)."""
+        log = parse_line(line)
+        try:
+            if self._static_group is not None and _OWN_GROUP_FIELDS.isdisjoint(log):
+                group = self._static_group
+            else:
+                group, log = self._group_of(lines, log)
+        except InvalidLogError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a topic/source/tags callable's own code
+            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
         event_time = None
         if self._needs_event_time and timestamp is not None and timestamp > MIN_TIMESTAMP:
             event_time = format_event_time(timestamp)

@@ -22,7 +22,8 @@ class FailedLog:
     Attributes:
       log: the original element; for logs buffered in state (streaming mode)
         and refused by the service, the log as it was sent (a dict of str).
-      error_code: ``InvalidLog`` for a log that breaks a rule, else the
+      error_code: ``InvalidLog`` for a log that breaks a rule, ``NotJson`` for a
+        line of a :class:`~sls_beam.JsonLines` that is not a JSON object, else the
         service's errorCode (``PostBodyInvalid``, ``ServerBusy``, …).
       error_message: what was wrong, naming the key and the rule.
       status: the HTTP status, if the service answered.

@@ -361,11 +361,19 @@ class LogEncoder:
             return self._in_c(runs, keep_originals=True)
         return self.encode_runs(runs), [None] * len(runs)
 
+    def time_tail(self) -> bytes:
+        """The JSON that ends every log encoded now: its ``__time__`` with ``log_time``
+        (the time of encoding, for logs without one), else nothing."""
+        return f',"{TIME_KEY}":{int(time.time())}'.encode() if self.log_time else b""
+
     def _in_c(self, runs: Sequence[Sequence[dict]], keep_originals: bool):
         """The C encoder's ``encode_runs`` (see ``sls_beam/_speedups.c``)."""
-        tail = f',"{TIME_KEY}":{int(time.time())}'.encode() if self.log_time else b""
         return accelerated.speedups.encode_runs(
-            list(map(list, runs)), self._valid_keys, tail, self.max_log_bytes, keep_originals
+            list(map(list, runs)),
+            self._valid_keys,
+            self.time_tail(),
+            self.max_log_bytes,
+            keep_originals,
         )
 
     def _each_run(self, runs: Sequence[Sequence[dict]]) -> list[bytes | None]:
