@@ -23,6 +23,7 @@ from sls_beam.config import (
     MODES,
     PerElement,
 )
+from sls_beam.json_lines import NotJsonError
 from sls_beam.signing import DEFAULT_SIGNATURE_VERSION, SIGNATURE_VERSIONS
 from sls_beam.wire import COMPRESSIONS, DEFAULT_COMPRESSION
 
@@ -167,6 +168,12 @@ def failure_record(failed: Any) -> str:
     ``reason``, and for write failures ``error_code``, ``status`` and
     ``request_id``.
     """
+    if isinstance(failed, FailedLog) and failed.error_code == NotJsonError.error_code:
+        # A line the sink found not to be a JSON object (a block of JSON lines goes to the
+        # sink whole): its record, as the reader makes for the lines it finds unreadable.
+        counter("lines_not_json").inc()
+        if isinstance(failed.log, dict) and "reason" in failed.log:
+            failed = failed.log
     if isinstance(failed, FailedLog):
         log = failed.log
         record = {
@@ -315,7 +322,7 @@ def summarize(result, elapsed_secs: float) -> dict:
         "logs_read": figures.get("logs_read", 0),
         "logs_written": written,
         "logs_failed": figures.get("failed_logs", 0) + figures.get("malformed", 0),
-        "lines_malformed": figures.get("malformed", 0),
+        "lines_malformed": figures.get("malformed", 0) + figures.get("lines_not_json", 0),
         "requests": figures.get("requests", 0),
         "raw_bytes": figures.get("raw_bytes", 0),
         "sent_bytes": figures.get("sent_bytes", 0),

@@ -10,10 +10,13 @@ JSON lines and text are read by a splittable DoFn: a file is cut into
 ranges of :data:`RANGE_BYTES` (the lines that start in a range are that
 range's), which a distributed runner reads in parallel and may split further
 while reading, as ``ReadFromText`` does. Each range is read in 1 MiB blocks
-cut at newlines and parsed with ``orjson``. Line numbers are known in a
-file's first range (every file under 64 MiB); past it a line is told by its
-byte offset. Compressed files and CSV (whose quoted fields may hold
-newlines) are read whole, each by one worker.
+cut at newlines. A block of JSON lines goes to the sink whole, as a
+:class:`LineBlock` (an ``sls_beam.JsonLines``: the sink writes its logs from
+their text, in C, without a dict a line); a line that is not a JSON object
+comes back from the sink as its malformed record (error code ``NotJson``).
+Line numbers are known in a file's first range (every file under 64 MiB);
+past it a line is told by its byte offset. Compressed files and CSV (whose
+quoted fields may hold newlines) are read whole, each by one worker.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.transforms.core import RestrictionProvider
 
 from pipelines.common import counter
+from sls_beam.json_lines import JsonLines
 
 MALFORMED = "malformed"
 FORMATS = ("jsonl", "text", "csv")
@@ -88,6 +92,51 @@ class LineLog(dict):
 def _parsed(json_line: bytes, file: str, line: int | None, offset: int | None) -> LineLog:
     """A LineLog parsed again from its JSON line (unpickling)."""
     return LineLog(orjson.loads(json_line), file, line, offset, json_line)
+
+
+class LineBlock(JsonLines):
+    """Whole lines of a JSON-lines file, for the sink to write in bulk (see
+    ``sls_beam.JsonLines``): its file, the number of its first line (``None`` past
+    a file's first range) and its byte offset in the file.
+
+    A line that fails is reported as a :class:`LineLog`; one that is not a JSON
+    object, as its malformed record (see :func:`malformed`).
+    """
+
+    __slots__ = ("file", "first_line", "offset")
+
+    def __init__(self, text: bytes, file: str, first_line: int | None, offset: int):
+        super().__init__(text)
+        self.file = file
+        self.first_line = first_line
+        self.offset = offset
+
+    def __reduce__(self):
+        return LineBlock, (self.text, self.file, self.first_line, self.offset)
+
+    def log_at(self, start: int) -> LineLog | dict:
+        line = self.line_at(start)
+        number = self.first_line
+        if number is not None:
+            number += self.text.count(b"\n", 0, start)
+        offset = self.offset + start
+        try:
+            fields = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            return malformed(self.file, number, line, f"not valid JSON: {e}", offset)
+        if fields.__class__ is not dict:
+            reason = f"a JSON {type(fields).__name__}, not an object"
+            return malformed(self.file, number, line, reason, offset)
+        return LineLog(fields, self.file, number, offset, line)
+
+
+def blank_lines(block: bytes) -> int:
+    """How many lines of ``block`` (whole lines) are blank: in two counts when every
+    line starts with ``{``, as a JSON-lines file's do."""
+    lines = block.count(b"\n")
+    if block.startswith(b"{") + block.count(b"\n{") == lines:
+        return 0
+    return sum(not line.strip(b" \t\r") for line in block.split(b"\n")[:lines])
 
 
 def malformed(file: str, line: int | None, raw: bytes | str, reason: str, offset=None) -> dict:
@@ -280,8 +329,8 @@ class _RangeClaims(_Claims):
 
 
 def file_source(log: LineLog) -> str:
-    """The source of a log read from a file: the file's name (``WriteToSLS(source=...)``;
-    a log's own ``__source__`` wins, as always)."""
+    """The source of a log (or a block of JSON lines) read from a file: the file's name
+    (``WriteToSLS(source=...)``; a log's own ``__source__`` wins, as always)."""
     return _file_name(log.file)
 
 
@@ -296,10 +345,11 @@ def each_output(outputs: list) -> list:
 
 
 class ReadLogFiles(beam.DoFn):
-    """A file (:class:`LogFile`) → its logs (:class:`LineLog`) and its bad lines
-    (``TaggedOutput(MALFORMED, record)``), in lists of up to :data:`OUTPUTS_A_LIST`
-    for :func:`each_output` to hand on one by one: Beam observes the time of every
-    output of a splittable DoFn, which costs more than the rest of a log's reading.
+    """A file (:class:`LogFile`) → its logs (:class:`LineLog`; JSON lines in blocks,
+    :class:`LineBlock`) and its bad lines (``TaggedOutput(MALFORMED, record)``), in
+    lists of up to :data:`OUTPUTS_A_LIST` for :func:`each_output` to hand on one by
+    one: Beam observes the time of every output of a splittable DoFn, which costs more
+    than the rest of a log's reading.
     Splittable: see the module's docstring.
 
     Args:
@@ -334,7 +384,7 @@ class ReadLogFiles(beam.DoFn):
         parse = {"jsonl": self._parse_json, "text": self._parse_text, "csv": self._parse_csv}
         outputs = []
         for output in parse[self._format](path, _blocks(f, claims), number):
-            if output.__class__ is not LineLog:
+            if output.__class__ is not LineLog and output.__class__ is not LineBlock:
                 self._malformed.inc()
                 output = pvalue.TaggedOutput(MALFORMED, output)
             outputs.append(output)
@@ -345,37 +395,18 @@ class ReadLogFiles(beam.DoFn):
             yield outputs
 
     def _parse_json(self, path: str, blocks, number: int | None) -> Iterator:
-        """JSON lines, a block at a time (orjson skips whitespace, a CR included)."""
-        loads, decode_error = orjson.loads, orjson.JSONDecodeError
+        """JSON lines, a block at a time, each block whole (the sink parses it)."""
         for position, block in blocks:
             if block.__class__ is _TooLong:
                 yield self._too_long(path, number, position, block)
                 number = number and number + 1
                 continue
-            lines = block.split(b"\n")
-            lines.pop()  # after the last newline
-            read = blank = 0
-            for line in lines:
-                try:
-                    log = loads(line)  # checks UTF-8 too
-                except decode_error as e:
-                    if line.strip():
-                        read += 1
-                        yield malformed(path, number, line, f"not valid JSON: {e}", position)
-                    else:
-                        blank += 1
-                else:
-                    read += 1
-                    if log.__class__ is dict:
-                        yield LineLog(log, path, number, position, line)
-                    else:
-                        reason = f"a JSON {type(log).__name__}, not an object"
-                        yield malformed(path, number, line, reason, position)
-                position += len(line) + 1
-                if number is not None:
-                    number += 1
-            self._read.inc(read)
+            yield LineBlock(block, path, number, position)
+            lines, blank = block.count(b"\n"), blank_lines(block)
+            self._read.inc(lines - blank)
             self._blank.inc(blank)
+            if number is not None:
+                number += lines
 
     def _parse_text(self, path: str, blocks, number: int | None) -> Iterator:
         for item in self._lines(path, blocks, number):

@@ -11,13 +11,17 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 
 from pipelines import reading
 from pipelines.reading import (
+    MALFORMED,
     FileRanges,
+    LineBlock,
     LineLog,
     LogFile,
     ReadLogFiles,
+    blank_lines,
     each_output,
     file_source,
 )
+from sls_beam.json_lines import line_starts
 
 
 @pytest.fixture
@@ -52,9 +56,25 @@ def read_range(path, size: int, restriction: OffsetRange, split_after: int | Non
 
 
 def each_of(lists):
-    """The reader's outputs one by one, as the pipeline's FlatMap hands them on."""
+    """The reader's outputs one by one, as the pipeline's FlatMap hands them on; a block
+    of JSON lines as what the sink reports each of its lines with (a line that is not a
+    JSON object: its malformed record, tagged here as the reader tags its own)."""
     for outputs in lists:
-        yield from each_output(outputs)
+        for output in each_output(outputs):
+            if output.__class__ is not LineBlock:
+                yield output
+                continue
+            for start in line_starts(output.text):
+                log = output.log_at(start)
+                yield log if log.__class__ is LineLog else pvalue.TaggedOutput(MALFORMED, log)
+
+
+@pytest.mark.parametrize(
+    "block, blank",
+    [(b'{"a":1}\n{"b":2}\n', 0), (b'{"a":1}\n\n  \r\n{"b":2}\n', 2), (b' {"a":1}\nx\n', 0)],
+)
+def test_blank_lines_are_counted_in_a_block(block, blank):
+    assert blank_lines(block) == blank
 
 
 def offsets_of(data: bytes) -> list[int]:
