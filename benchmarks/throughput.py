@@ -17,7 +17,8 @@ steps: the bounded runs use 2M logs to keep a step under ~5 %.
 4. A naive sink: one POST per element (fewer elements; reported per log).
 5. The files backfill against ``ReadFromText | Map(json.loads)`` on one typed
    JSON-lines file (``benchmarks.files``).
-6. The encoder alone (bulk runs, joined, compressed), typed and string logs.
+6. The encoder alone (bulk runs, joined, compressed), typed and string logs, and the
+   encoder of JSON lines (``sls_beam.JsonLines``) alone on typed lines.
 7. With 50 ms added to every answer: logs/s with ``max_in_flight`` 1, 4 and 16.
 8. Where a typed log's time goes (``benchmarks.breakdown``).
 9. Peak RSS for ``--memory-logs`` logs with a fast and with a stalled server.
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import apache_beam as beam
+import orjson
 import requests
 
 from benchmarks.breakdown import breakdown
@@ -56,9 +58,10 @@ from benchmarks.harness import (
     timed,
 )
 from benchmarks.memory import measure_in_subprocess
-from sls_beam import WriteToSLS
+from sls_beam import WriteToSLS, accelerated
 from sls_beam.batching import WAITING_LOGS
-from sls_beam.wire import BatchLimits, LogEncoder, LogGroup, encode_joined
+from sls_beam.json_lines import encode_lines
+from sls_beam.wire import SERVICE_MAX_RAW_BYTES, BatchLimits, LogEncoder, LogGroup, encode_joined
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -105,6 +108,32 @@ def encoder_rate(logs: int, repeat: int, typed: bool) -> float:
             pieces = joined[first : first + per_request]
             count = sum(len(run) for run in runs[first : first + per_request])
             encode_joined(group, b",".join(pieces), count, "lz4")
+
+    return median_rate(logs, encode_all, repeat)
+
+
+def json_lines_encoder_rate(logs: int, repeat: int) -> float:
+    """The encoder of :class:`~sls_beam.JsonLines` as the sink drives it: typed logs as
+    JSON lines in 1 MiB blocks, each block's logs written from their text, cut into full
+    requests at their ends, compressed."""
+    text = b"".join(orjson.dumps(log) + b"\n" for log in make_typed_logs(0, logs))
+    blocks, start = [], 0
+    while start < len(text):
+        end = text.rfind(b"\n", start, start + (1 << 20)) + 1 or len(text)
+        blocks.append(text[start:end])
+        start = end
+    group = LogGroup()
+    per_request = BatchLimits().max_logs
+
+    def encode_all():
+        for block in blocks:
+            encoded = encode_lines(block, b"", SERVICE_MAX_RAW_BYTES)
+            cut = 0
+            for first in range(0, len(encoded.ends), per_request):
+                last = min(first + per_request, len(encoded.ends))
+                end = encoded.ends[last - 1]
+                encode_joined(group, encoded.joined[cut:end], last - first, "lz4")
+                cut = end + 1
 
     return median_rate(logs, encode_all, repeat)
 
@@ -246,6 +275,13 @@ def main() -> None:
             {
                 "scenario": f"encoder alone (one core), lz4, {'typed' if typed else 'string'} logs",
                 "logs_per_sec": round(encoder_rate(200_000, args.repeat, typed)),
+            }
+        )
+    if accelerated.speedups is not None:
+        show(
+            {
+                "scenario": "JSON lines encoder alone (one core), lz4, typed lines",
+                "logs_per_sec": round(json_lines_encoder_rate(200_000, args.repeat)),
             }
         )
     encoder = rate("encoder alone (one core), lz4, string logs")
