@@ -5,6 +5,7 @@ for, parsed and written log by log; through the sink to the emulator over HTTP."
 from __future__ import annotations
 
 import json
+import time
 
 import apache_beam as beam
 import orjson
@@ -404,3 +405,44 @@ def test_windowed_lines_fail_in_their_window(emulator):
 
     run(build)
     assert [log.contents for log in emulator.logs()] == [{"a": "1"}]
+
+
+def test_signed_lines_keep_their_own_time_or_get_the_time_of_their_encoding():
+    from sls_beam import Credentials
+
+    key, secret = "LTAI-test-key", "s3cr3t-value-never-shown"
+    text = b'{"n":1,"__time__":1700000000}\n{"n":2,"ok":true}\n{"n":3}\n'
+    with Emulator(access_keys={key: secret}) as emulator:
+        emulator.create_logstore(PROJECT, LOGSTORE, web_tracking=False)  # signed writes only
+        before = int(time.time())
+
+        def build(p):
+            _ = (
+                p
+                | beam.Create([JsonLines(text)])
+                | WriteToSLS(
+                    emulator.endpoint, PROJECT, LOGSTORE, credentials=Credentials(key, secret)
+                )
+            )
+
+        run(build)
+        stored = {int(log.contents["n"]): log for log in emulator.logs(PROJECT, LOGSTORE)}
+    assert stored[1].time == 1_700_000_000  # its own __time__, kept (the per-log path)
+    assert all(before <= stored[n].time <= int(time.time()) for n in (2, 3))  # written in C
+    assert stored[2].contents == {"n": "2", "ok": "true"}
+
+
+def test_lines_get_their_elements_event_time_in_a_field(emulator):
+    def build(p):
+        _ = (
+            p
+            | beam.Create([(JsonLines(b'{"a":1}\n{"a":2,"__time__":1600000000}\n'), 1700000000.5)])
+            | beam.MapTuple(TimestampedValue)
+            | WriteToSLS(emulator.endpoint, PROJECT, LOGSTORE, event_time_key="event_time")
+        )
+
+    run(build)
+    assert sorted((log.contents for log in emulator.logs()), key=str) == [
+        {"a": "1", "event_time": "1700000000.5"},
+        {"a": "2", "event_time": "1600000000"},
+    ]
