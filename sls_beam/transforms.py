@@ -92,9 +92,10 @@ class WriteToSLS(beam.PTransform):
     Each element is one log: a mapping of field names to values, a
     ``beam.Row`` / NamedTuple / dataclass, or a ``str`` (stored as
     ``{"content": s}``); or many, as a :class:`~sls_beam.JsonLines` (JSON
-    text, one object a line, written without a dict a log). Logs are grouped by (topic, source, tags), cut into
-    batches of at most ``max_batch_logs`` logs and ``max_batch_bytes`` of raw
-    JSON, and each batch is sent as one compressed request.
+    text, one object a line, written without a dict a log). Logs are grouped
+    by (topic, source, tags), cut into batches of at most ``max_batch_logs``
+    logs and ``max_batch_bytes`` of raw JSON, and each batch is sent as one
+    compressed request.
 
     Delivery is **at-least-once**: every request is acknowledged before a
     bundle completes, and a failed bundle is retried by the runner, which
