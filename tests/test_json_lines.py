@@ -141,14 +141,19 @@ _lines_of = st.tuples(st.sampled_from(_FLOAT_FORMS), st.booleans()).map(
 )
 
 
+def written_lines(drawn) -> tuple[list[bytes], list[int], dict[int, bytes], list[int]]:
+    """The drawn logs as lines, where each starts, and :func:`written` of them."""
+    lines = [write(log) for log, write in drawn]
+    return lines, starts_of(lines), *written(b"\n".join(lines))
+
+
 @needs_c
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_plain_logs, _lines_of), min_size=1, max_size=8))
 def test_the_c_encoder_writes_each_plain_line_as_the_per_log_path_does(drawn):
-    lines = [write(log) for log, write in drawn]
-    logs, others = written(b"\n".join(lines))
+    lines, starts, logs, others = written_lines(drawn)
     assert others == []
-    for start, line in zip(starts_of(lines), lines, strict=True):
+    for start, line in zip(starts, lines, strict=True):
         assert logs[start] == reference(line), line
 
 
@@ -156,9 +161,7 @@ def test_the_c_encoder_writes_each_plain_line_as_the_per_log_path_does(drawn):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_any_logs, _lines_of), min_size=1, max_size=8))
 def test_any_line_the_c_encoder_writes_is_what_the_per_log_path_writes(drawn):
-    lines = [write(log) for log, write in drawn]
-    logs, others = written(b"\n".join(lines))
-    starts = starts_of(lines)
+    lines, starts, logs, others = written_lines(drawn)
     non_blank = [start for start, line in zip(starts, lines, strict=True) if line.strip()]
     assert sorted([*logs, *others]) == non_blank
     for start, line in zip(starts, lines, strict=True):
