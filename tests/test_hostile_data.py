@@ -14,6 +14,7 @@ import tracemalloc
 
 import apache_beam as beam
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 
 from sls_beam import WriteToSLS
 from sls_beam.batching import KeyedBatcher
@@ -233,3 +234,39 @@ def test_quota_waits_of_a_request_that_failed_are_counted():
         _, metrics = run(build)
     assert metrics["failed_logs"] == 1 and metrics["retries"] == 2
     assert metrics["throttled_msecs"] > 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hostile_json_lines_fail_alone_and_their_neighbours_land(emulator, mode):
+    from sls_beam import JsonLines
+
+    hostile = [
+        b"[" * 100_000 + b"]" * 100_000,  # nested past any parser's depth
+        b'{"deep":' + b"[" * 300 + b"]" * 300 + b"}",  # read, but too deep to write back
+        b'{"big":"' + b"x" * 1_100_000 + b'"}',  # a value over 1 MiB
+        b'{"nul":"a\x00b"}',  # a raw control character: not JSON
+        b'{"bad":"\xc3\x28"}',  # not UTF-8
+        b"\xef\xbb\xbf" + b'{"bom":1}',  # a byte-order mark
+        b'{"a":1}' * 3,  # more after the object
+    ]
+    lines = []
+    for n in range(COUNT):
+        lines.append(json.dumps({"n": n, "msg": "é中😀"}).encode())
+        lines.append(hostile[n % len(hostile)])
+
+    def build(p):
+        result = (
+            p
+            | beam.Create([JsonLines(b"\n".join(lines[:40])), JsonLines(b"\n".join(lines[40:]))])
+            | WriteToSLS(emulator.endpoint, PROJECT, LOGSTORE, **MODES[mode])
+        )
+        # 40 hostile lines, 7 kinds in turn: 6 each of the first 5 kinds, 5 of the last two.
+        assert_that(
+            result.failed | beam.Map(lambda f: f.error_code) | beam.combiners.Count.PerElement(),
+            equal_to([("NotJson", 6 + 6 + 6 + 5 + 5), ("InvalidLog", 6 + 6)]),
+        )
+
+    _, metrics = run(build)
+    stored = emulator.logs(PROJECT, LOGSTORE)
+    assert sorted(int(log.contents["n"]) for log in stored) == list(range(COUNT))
+    assert metrics["failed_logs"] == COUNT
