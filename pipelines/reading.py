@@ -388,7 +388,8 @@ class ReadLogFiles(beam.DoFn):
                 self._malformed.inc()
                 output = pvalue.TaggedOutput(MALFORMED, output)
             outputs.append(output)
-            if len(outputs) == OUTPUTS_A_LIST:
+            # A block of lines goes at once: it is worth many outputs, and ~1 MiB to hold.
+            if len(outputs) == OUTPUTS_A_LIST or output.__class__ is LineBlock:
                 yield outputs
                 outputs = []
         if outputs:
