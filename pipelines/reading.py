@@ -25,6 +25,7 @@ import csv
 import functools
 import io
 import os
+import re
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
@@ -130,13 +131,20 @@ class LineBlock(JsonLines):
         return LineLog(fields, self.file, number, offset, line)
 
 
+#: Where a blank line may begin: after a newline, a newline or JSON's other whitespace.
+_MAYBE_BLANK = re.compile(rb"\n[ \t\r\n]")
+
+
 def blank_lines(block: bytes) -> int:
-    """How many lines of ``block`` (whole lines) are blank: in two counts when every
-    line starts with ``{``, as a JSON-lines file's do."""
-    lines = block.count(b"\n")
-    if block.startswith(b"{") + block.count(b"\n{") == lines:
+    """How many lines of ``block`` (whole lines) are blank: one scan when no line starts
+    with whitespace, as a JSON-lines file's lines do not."""
+    if block[:1] not in _BLANK_STARTS and _MAYBE_BLANK.search(block) is None:
         return 0
+    lines = block.count(b"\n")
     return sum(not line.strip(b" \t\r") for line in block.split(b"\n")[:lines])
+
+
+_BLANK_STARTS = (b" ", b"\t", b"\r", b"\n")
 
 
 def malformed(file: str, line: int | None, raw: bytes | str, reason: str, offset=None) -> dict:

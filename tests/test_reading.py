@@ -71,7 +71,14 @@ def each_of(lists):
 
 @pytest.mark.parametrize(
     "block, blank",
-    [(b'{"a":1}\n{"b":2}\n', 0), (b'{"a":1}\n\n  \r\n{"b":2}\n', 2), (b' {"a":1}\nx\n', 0)],
+    [
+        (b'{"a":1}\n{"b":2}\n', 0),
+        (b'{"a":1}\n\n  \r\n{"b":2}\n', 2),
+        (b' {"a":1}\nx\n', 0),
+        (b"\n{}\n", 1),
+        (b'{"a":1}\n \t\n', 1),
+        (b"", 0),
+    ],
 )
 def test_blank_lines_are_counted_in_a_block(block, blank):
     assert blank_lines(block) == blank
