@@ -317,3 +317,46 @@ def test_a_logs_own_fields_naming_the_constant_group_join_it_in_order():
     assert invalid == [] and [b.group.topic for b in batches] == ["app"]
     assert [log["n"] for log in sent(batches[0])] == [str(n) for n in range(30)]
     assert [batches[0].element(i) for i in range(30)] == logs
+
+
+@pytest.mark.parametrize("pure_python", [False, True])
+def test_logs_naming_their_own_topic_or_source_are_grouped_a_run_at_a_time(
+    pure_python, monkeypatch
+):
+    if pure_python:
+        monkeypatch.setattr(accelerated, "speedups", None)
+    batcher = KeyedBatcher(
+        preparer(topic="app", tags={"env": "prod"}), BatchLimits(), 1 << 20, GLOBAL
+    )
+    logs = []
+    for n in range(300):
+        log = {"n": n, "ok": n % 2 == 0, "user": {"id": n}}
+        if n % 3:
+            log["__source__"] = f"host-{n % 4}"
+        if n % 5 == 0:
+            log["__topic__"] = "audit"
+        logs.append(log)
+    logs[7]["bad key"] = "x" * 200  # still written: spaces are no rule
+    logs[8][""] = "an empty key"  # breaks a rule: fails alone; its run goes log by log
+    logs[9]["__source__"] = "s" * 200  # a source over 128 bytes: fails
+    logs[10]["__source__"] = ["not", "a", "str"]  # not hashable: the per-log path refuses it
+    batches, invalid = batches_of(batcher, logs)
+    assert sorted((log["n"], str(e).split(":")[0]) for log, _, e in invalid) == [
+        (8, "key ''"),
+        (9, "key '__source__'"),
+        (10, "key '__source__'"),
+    ]
+    by_group: dict = {}
+    for batch in batches:
+        assert batch.group.tags == (("env", "prod"),)
+        for i, log in enumerate(sent(batch)):
+            by_group.setdefault((batch.group.topic, batch.group.source), []).append(int(log["n"]))
+            element = batch.element(i)  # the element as it was, its own fields included
+            assert element == logs[int(log["n"])]
+            assert "__source__" not in log and "__topic__" not in log
+    expected: dict = {}
+    for log in logs:
+        if log["n"] not in (8, 9, 10):
+            key = (log.get("__topic__", "app"), log.get("__source__", ""))
+            expected.setdefault(key, []).append(log["n"])
+    assert by_group == expected  # each group's logs in order
