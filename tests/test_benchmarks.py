@@ -86,3 +86,4 @@ def test_the_breakdown_reports_each_step_and_what_a_dynamic_group_costs():
     assert dynamic["source callable"] > 0 and dynamic["constant source"] > 0
     expected = dynamic["source callable"] - dynamic["constant source"]
     assert abs(dynamic["extra"] - expected) < 0.002
+    assert "own __source__ extra" in dynamic
