@@ -467,3 +467,44 @@ def test_lines_get_their_elements_event_time_in_a_field(emulator):
         {"a": "1", "event_time": "1700000000.5"},
         {"a": "2", "event_time": "1600000000"},
     ]
+
+
+@needs_c
+def test_buffered_lines_stay_within_the_memory_bound_and_the_request_limits():
+    from apache_beam.transforms.window import GlobalWindows
+
+    from sls_beam.batching import KeyedBatcher
+    from sls_beam.config import SLSWriteConfig
+    from sls_beam.preparing import LogPreparer
+
+    config = SLSWriteConfig(
+        endpoint="http://127.0.0.1:1",
+        project=PROJECT,
+        logstore=LOGSTORE,
+        source=lambda lines: lines.host,
+        max_batch_logs=50,
+        max_batch_bytes=4_000,
+        max_buffered_bytes=20_000,
+    )
+    limits = config.limits()
+    batcher = KeyedBatcher(
+        LogPreparer(config), limits, config.max_buffered_bytes, GlobalWindows.windowed_value(None)
+    )
+    batches = []
+    for h in range(6):
+        text = b"\n".join(orjson.dumps({"n": n, "h": h, "pad": "x" * (n % 90)}) for n in range(200))
+        added = batcher.add(HostLines(text, f"host-{h % 3}"), None)
+        batches += added.batches if added else []
+        # Within the bound, and counting at least the logs' JSON it holds.
+        held = sum(len(piece) for batch in batcher._open.values() for piece in batch.pieces)
+        assert held <= batcher.buffered_bytes <= config.max_buffered_bytes
+    batches += batcher.drain().batches
+    sent = [(batch.group.source, orjson.loads(b"[" + batch.joined + b"]")) for batch in batches]
+    assert all(len(logs) <= 50 for _, logs in sent)
+    assert all(len(batch.joined) <= limits.room(batch.group) for batch in batches)
+    assert sorted((int(log["h"]), int(log["n"])) for _, logs in sent for log in logs) == [
+        (h, n) for h in range(6) for n in range(200)
+    ]
+    assert {(source, int(log["h"]) % 3) for source, logs in sent for log in logs} == {
+        (f"host-{h}", h) for h in range(3)
+    }
