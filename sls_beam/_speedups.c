@@ -1389,7 +1389,7 @@ static PyObject *bytes_of(const Buffer *buffer) {
     return PyBytes_FromStringAndSize(buffer->data, buffer->size);
 }
 
-/* encode_json_lines(text, tail, max_log_bytes) -> (joined, ends, starts, others, blank). */
+/* encode_json_lines(text, tail, max_log_bytes) -> (joined, ends, starts, others). */
 static PyObject *encode_json_lines(PyObject *module, PyObject *args) {
     Py_buffer text;
     const char *tail;
@@ -1400,7 +1400,6 @@ static PyObject *encode_json_lines(PyObject *module, PyObject *args) {
     }
     Buffer joined = {NULL, 0, 0}, ends = {NULL, 0, 0}, starts = {NULL, 0, 0},
            others = {NULL, 0, 0};
-    Py_ssize_t blank = 0;
     int failed = reserve(&joined, text.len + text.len / 4 + 64) < 0;
     const unsigned char *data = text.buf, *end = data + text.len, *line = data;
     while (!failed && line < end) {
@@ -1408,9 +1407,7 @@ static PyObject *encode_json_lines(PyObject *module, PyObject *args) {
         stop = stop ? stop : end;
         Scan s = {line, stop, &joined};
         skip_space(&s);
-        if (s.p == stop) {
-            blank++;
-        } else {
+        if (s.p != stop) { /* a blank line is skipped */
             Py_ssize_t before = joined.size;
             int comma = ends.size > 0;
             int result = comma && PUT_LITERAL(&joined, ",") < 0 ? -1 : 0;
@@ -1435,8 +1432,8 @@ static PyObject *encode_json_lines(PyObject *module, PyObject *args) {
     PyBuffer_Release(&text);
     PyObject *result = NULL;
     if (!failed) {
-        result = Py_BuildValue("(NNNNn)", bytes_of(&joined), bytes_of(&ends), bytes_of(&starts),
-                               bytes_of(&others), blank);
+        result = Py_BuildValue("(NNNN)", bytes_of(&joined), bytes_of(&ends), bytes_of(&starts),
+                               bytes_of(&others));
     } else if (!PyErr_Occurred()) {
         PyErr_NoMemory();
     }
@@ -1458,10 +1455,10 @@ static PyMethodDef methods[] = {
      "group_by(keys, items) -> dict[key, list]\n\nThe items of each key, in order."},
     {"encode_json_lines", encode_json_lines, METH_VARARGS,
      "encode_json_lines(text, tail, max_log_bytes)\n"
-     "    -> tuple[bytes, bytes, bytes, bytes, int]\n\n"
+     "    -> tuple[bytes, bytes, bytes, bytes]\n\n"
      "The logs of JSON lines joined by commas; the end of each in that text and the start\n"
-     "of its line (int64 offsets); the starts of the lines left to the caller; how many\n"
-     "lines were blank."},
+     "of its line (int64 offsets); the starts of the lines left to the caller (blank\n"
+     "lines are skipped)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -114,7 +114,7 @@ def encode_lines(text: bytes, tail: bytes, max_log_bytes: int) -> EncodedLines |
     speedups = accelerated.speedups
     if speedups is None:
         return None
-    joined, ends, starts, others, _blank = speedups.encode_json_lines(text, tail, max_log_bytes)
+    joined, ends, starts, others = speedups.encode_json_lines(text, tail, max_log_bytes)
     offsets = [memoryview(data).cast("q") for data in (ends, starts, others)]
     return EncodedLines(joined, *offsets)
 
