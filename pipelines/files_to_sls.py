@@ -9,8 +9,9 @@ With no ``--endpoint`` it starts the embedded SLS emulator, which keeps what
 it receives under ``--data-dir`` (adding to earlier runs unless ``--fresh``),
 and says where to look. Lines that cannot be read, and logs the sink cannot
 write, go to the failed output (``--failed-output``, by default
-``sls-failed/failed-*.jsonl``), one JSON object each with the file, line
-number, raw line and reason, so every line is accounted for.
+``sls-failed/failed``, each run in files of its own named by its UTC time),
+one JSON object each with the file, line number, raw line and reason, so
+every line is accounted for.
 
 Runs on DirectRunner (the default here: FnApiRunner), Dataflow and Flink::
 
@@ -26,6 +27,7 @@ import glob
 import os
 import sys
 import time
+from datetime import datetime, timezone
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -105,8 +107,16 @@ def read_logs(pipeline, pattern: str, input_format: str):
     return parsed["logs"], parsed[MALFORMED]
 
 
-def build(pipeline, options: PipelineOptions, endpoint: str, project: str, input_format: str):
-    """Read → parse → WriteToSLS; malformed lines and failed logs → the failed output."""
+def build(
+    pipeline,
+    options: PipelineOptions,
+    endpoint: str,
+    project: str,
+    input_format: str,
+    failed_prefix: str,
+):
+    """Read → parse → WriteToSLS; malformed lines and failed logs → the failed output,
+    files named ``failed_prefix-NNNNN-of-NNNNN.jsonl``."""
     files = options.view_as(FilesToSLSOptions)
     sink = options.view_as(SLSSinkOptions)
     logs, malformed = read_logs(pipeline, files.input, input_format)
@@ -121,14 +131,16 @@ def build(pipeline, options: PipelineOptions, endpoint: str, project: str, input
         | "AllFailures" >> beam.Flatten()
         | "ToJson" >> beam.Map(failure_record)
         | "WriteFailed"
-        >> beam.io.WriteToText(
-            failed_output_of(sink), file_name_suffix=".jsonl", skip_if_empty=True
-        )
+        >> beam.io.WriteToText(failed_prefix, file_name_suffix=".jsonl", skip_if_empty=True)
     )
 
 
-def failed_output_of(sink: SLSSinkOptions) -> str:
-    return sink.failed_output or DEFAULT_FAILED_OUTPUT
+def failed_prefix_of(sink: SLSSinkOptions) -> str:
+    """Where this run's failed output goes: ``--failed-output`` and the run's UTC time, so
+    that a run never replaces what an earlier run left there (Beam's text sink deletes
+    the files its prefix matches)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"{sink.failed_output or DEFAULT_FAILED_OUTPUT}-{stamp}"
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -160,12 +172,13 @@ def run(argv: list[str] | None = None) -> dict:
         print(f"No --endpoint: writing to the embedded SLS emulator at {endpoint}")
     if not project or not sink.logstore:
         raise SystemExit("--sls_project (or --project) and --logstore are required with --endpoint")
+    failed_prefix = failed_prefix_of(sink)
     started = time.monotonic()
     prepare_process()
     try:
         pipeline = beam.Pipeline(options=options)
         try:
-            build(pipeline, options, endpoint, project, input_format)
+            build(pipeline, options, endpoint, project, input_format, failed_prefix)
         except ValueError as e:  # a bad option value: one line, no traceback
             raise SystemExit(f"error: {e}") from None
         result = pipeline.run()
@@ -175,15 +188,17 @@ def run(argv: list[str] | None = None) -> dict:
             emulator.close()
     summary = summarize(result, time.monotonic() - started)
     print_summary(summary)
-    report(summary, sink, files, input_format, emulator, project)
+    report(summary, sink, failed_prefix, files, input_format, emulator, project)
     return summary
 
 
-def report(summary, sink, files, input_format: str, emulator, project: str) -> None:
+def report(
+    summary, sink, failed_prefix: str, files, input_format: str, emulator, project: str
+) -> None:
     """Where things went, and what to do when the input looked like another format."""
     read, malformed = summary["logs_read"], summary["lines_malformed"]
     if summary["logs_failed"]:
-        print(f"failed output: {failed_output_of(sink)}*.jsonl")
+        print(f"failed output: {failed_prefix}*.jsonl")
     if read and malformed > MOSTLY_MALFORMED * read:
         others = " or ".join(f"--format {f}" for f in FORMATS if f != input_format)
         print(

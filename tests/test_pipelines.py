@@ -322,3 +322,25 @@ def test_pubsub_pipeline_end_to_end(pubsub_emulator, emulator, tmp_path):
         "InvalidLog",
         {"": "empty key", "__tags__": {"origin": "bad"}},
     )
+
+
+def test_a_run_never_replaces_the_failed_output_of_an_earlier_one(tmp_path, emulator, capsys):
+    prefix = str(tmp_path / "failed")
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text(f'{{"ok": 1}}\nnot json from {name}\n')
+        files_to_sls.run(
+            [
+                "--input",
+                str(tmp_path / f"{name}.jsonl"),
+                *sink_args(emulator),
+                "--failed-output",
+                prefix,
+            ]
+        )
+    assert sorted(record["raw"] for record in failed_records(prefix)) == [
+        "not json from a",
+        "not json from b",
+    ]
+    printed = [line for line in capsys.readouterr().out.splitlines() if "failed output" in line]
+    assert len(printed) == 2 and printed[0] != printed[1]  # each run names its own files
+    assert all(glob.glob(line.split(": ", 1)[1]) for line in printed)
