@@ -336,7 +336,7 @@ class _RangeClaims(_Claims):
             pass
 
 
-def file_source(log: LineLog) -> str:
+def file_source(log: LineLog | LineBlock) -> str:
     """The source of a log (or a block of JSON lines) read from a file: the file's name
     (``WriteToSLS(source=...)``; a log's own ``__source__`` wins, as always)."""
     return _file_name(log.file)
