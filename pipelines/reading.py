@@ -38,7 +38,7 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.transforms.core import RestrictionProvider
 
 from pipelines.common import counter
-from sls_beam.json_lines import JsonLines
+from sls_beam.json_lines import JsonLines, NotJsonError, parse_line
 
 MALFORMED = "malformed"
 FORMATS = ("jsonl", "text", "csv")
@@ -122,12 +122,9 @@ class LineBlock(JsonLines):
             number += self.text.count(b"\n", 0, start)
         offset = self.offset + start
         try:
-            fields = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            return malformed(self.file, number, line, f"not valid JSON: {e}", offset)
-        if fields.__class__ is not dict:
-            reason = f"a JSON {type(fields).__name__}, not an object"
-            return malformed(self.file, number, line, reason, offset)
+            fields = parse_line(line)
+        except NotJsonError as e:
+            return malformed(self.file, number, line, e.rule, offset)
         return LineLog(fields, self.file, number, offset, line)
 
 

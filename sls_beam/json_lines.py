@@ -62,10 +62,9 @@ class JsonLines:
         give more (its file and line number)."""
         line = self.line_at(start)
         try:
-            log = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            log = None
-        return log if log.__class__ is dict else line.decode("utf-8", "replace")
+            return parse_line(line)
+        except NotJsonError:
+            return line.decode("utf-8", "replace")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({excerpt(repr(self.text), 80)})"
@@ -81,13 +80,13 @@ class JsonLines:
 
 
 def parse_line(line: bytes) -> dict:
-    """A line's log; raises :class:`NotJsonError` saying why it is none."""
+    """A line's log; raises :class:`NotJsonError`, whose ``rule`` says why it is none."""
     try:
         log = orjson.loads(line)
     except orjson.JSONDecodeError as e:
-        raise NotJsonError(None, f"the line is not valid JSON: {e}") from None
+        raise NotJsonError(None, f"not valid JSON: {e}") from None
     if log.__class__ is not dict:
-        raise NotJsonError(None, f"the line is a JSON {type(log).__name__}, not an object")
+        raise NotJsonError(None, f"a JSON {type(log).__name__}, not an object")
     return log
 
 

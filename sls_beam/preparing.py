@@ -87,21 +87,29 @@ class LogPreparer:
                 lambda source: LogGroup.of(config.topic, source, config.tags)
             )
 
-    def prepare(self, element: Any, timestamp: Timestamp | None = None) -> tuple[LogGroup, bytes]:
+    def prepare(
+        self, element: Any, timestamp: Timestamp | None = None, log: Mapping | None = None
+    ) -> tuple[LogGroup, bytes]:
         """Raises InvalidLogError for a log (or its topic/source/tags) that breaks a rule,
         or whose reading raised.
 
-        ``timestamp`` (the element's) fills ``event_time_key`` when set.
+        ``timestamp`` (the element's) fills ``event_time_key`` when set. ``log``: the
+        log, when it is not the element itself (a line of a :class:`JsonLines`, whose
+        callables are given the element).
         """
         try:
-            return self._prepare(element, timestamp)
+            return self._prepare(element, timestamp, log)
         except InvalidLogError:
             raise
         except Exception as e:  # user code in the element raised (a property, a Mapping)
             raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
 
-    def _prepare(self, element: Any, timestamp: Timestamp | None) -> tuple[LogGroup, bytes]:
-        if element.__class__ is dict:
+    def _prepare(
+        self, element: Any, timestamp: Timestamp | None, log: Mapping | None
+    ) -> tuple[LogGroup, bytes]:
+        if log is not None:  # a log the element holds (a line of a JsonLines)
+            pass
+        elif element.__class__ is dict:
             log = element
         else:
             log = element_to_log(element)
@@ -120,12 +128,7 @@ class LogPreparer:
         callables are given the element. Raises InvalidLogError, naming what they raised."""
         if self._static_group is not None:
             return self._static_group
-        try:
-            return self._group_of(lines, {})[0]
-        except InvalidLogError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a topic/source/tags callable's own code
-            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
+        return self._called_group_of(lines, {})[0]
 
     def encode_lines(self, text: bytes) -> EncodedLines | None:
         """The lines of a JsonLines written in C (see :func:`encode_lines`), or ``None``:
@@ -139,20 +142,7 @@ class LogPreparer:
     ) -> tuple[LogGroup, bytes]:
         """:meth:`prepare` of one line of ``lines``: its group from the element's callables
         and its own fields. Raises InvalidLogError (NotJsonError: not a JSON object)."""
-        log = parse_line(line)
-        try:
-            if self._static_group is not None and _OWN_GROUP_FIELDS.isdisjoint(log):
-                group = self._static_group
-            else:
-                group, log = self._group_of(lines, log)
-        except InvalidLogError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a topic/source/tags callable's own code
-            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
-        event_time = None
-        if self._needs_event_time and timestamp is not None and timestamp > MIN_TIMESTAMP:
-            event_time = format_event_time(timestamp)
-        return group, self.encode_log(log, group, event_time)
+        return self.prepare(lines, timestamp, parse_line(line))
 
     def encode_log(
         self, log: Mapping[str, Any], group: LogGroup, event_time: str | None = None
@@ -195,8 +185,12 @@ class LogPreparer:
             and "__tags__" not in element
         ):
             return group, element
+        return self._called_group_of(element, element)
+
+    def _called_group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
+        """:meth:`_group_of`, with what user code raised as an InvalidLogError."""
         try:
-            return self._group_of(element, element)
+            return self._group_of(element, log)
         except InvalidLogError:
             raise
         except Exception as e:  # noqa: BLE001 - a topic/source/tags callable's own code
