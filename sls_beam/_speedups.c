@@ -16,6 +16,9 @@
  * them back unchanged (see Originals): what the batcher keeps for a failed record.
  *
  * group_by(keys, items): the batcher's runs of the logs a source callable named.
+ *
+ * first_apart(elements, start): where the batcher's bulk lane stops taking a list of
+ * elements as they come.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -26,6 +29,7 @@
 #define MAX_VALUE_BYTES (1024 * 1024)
 
 static PyObject *orjson_dumps; /* orjson.dumps, for nested dicts and lists */
+static PyObject *group_fields[3]; /* "__topic__", "__source__", "__tags__", interned */
 
 typedef struct {
     char *data;
@@ -875,6 +879,34 @@ static PyObject *group_by(PyObject *module, PyObject *args) {
     return groups;
 }
 
+/* first_apart(elements, start) -> int: the index, from `start`, of the first element that
+ * is not exactly a dict or that names a group field of its own (__topic__, __source__,
+ * __tags__); len(elements) when there is none. */
+static PyObject *first_apart(PyObject *module, PyObject *args) {
+    PyObject *elements;
+    Py_ssize_t index;
+    if (!PyArg_ParseTuple(args, "O!n:first_apart", &PyList_Type, &elements, &index)) {
+        return NULL;
+    }
+    for (index = index < 0 ? 0 : index; index < PyList_GET_SIZE(elements); index++) {
+        /* Held: a key's __eq__ (the user's, in a dict with a colliding hash) may change
+         * the list. */
+        PyObject *element = Py_NewRef(PyList_GET_ITEM(elements, index));
+        int apart = !PyDict_CheckExact(element);
+        for (int field = 0; !apart && field < 3; field++) {
+            apart = PyDict_Contains(element, group_fields[field]);
+        }
+        Py_DECREF(element);
+        if (apart < 0) {
+            return NULL;
+        }
+        if (apart) {
+            break;
+        }
+    }
+    return PyLong_FromSsize_t(index);
+}
+
 /* ---- encode_json_lines: JSON text, one object a line, to the wire JSON ----
  *
  * Each line's object written as the encoder writes the dict orjson.loads gives for it,
@@ -1453,6 +1485,9 @@ static PyMethodDef methods[] = {
      "or None where JSON would not give them back as they were."},
     {"group_by", group_by, METH_VARARGS,
      "group_by(keys, items) -> dict[key, list]\n\nThe items of each key, in order."},
+    {"first_apart", first_apart, METH_VARARGS,
+     "first_apart(elements, start) -> int\n\nThe index, from start, of the first element that is\n"
+     "not exactly a dict or that holds __topic__, __source__ or __tags__; else len(elements)."},
     {"encode_json_lines", encode_json_lines, METH_VARARGS,
      "encode_json_lines(text, tail, max_log_bytes)\n"
      "    -> tuple[bytes, bytes, bytes, bytes]\n\n"
@@ -1472,6 +1507,13 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__speedups(void) {
     make_escapes();
     make_string_bytes();
+    const char *names[3] = {"__topic__", "__source__", "__tags__"};
+    for (int field = 0; field < 3; field++) {
+        group_fields[field] = PyUnicode_InternFromString(names[field]);
+        if (group_fields[field] == NULL) {
+            return NULL;
+        }
+    }
     PyObject *orjson = PyImport_ImportModule("orjson");
     if (orjson == NULL) {
         return NULL;

@@ -26,7 +26,7 @@ from apache_beam.transforms.window import GlobalWindow, GlobalWindows
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from sls_beam.batching import Added, Batch, KeyedBatcher, SentChunks
+from sls_beam.batching import HANDOVER_ELEMENTS, Added, Batch, KeyedBatcher, SentChunks
 from sls_beam.config import FAILED_TAG, SLSWriteConfig, display_data
 from sls_beam.memo import MAX_REMEMBERED, Memo
 from sls_beam.metrics import METRICS_NAMESPACE, SinkMetrics
@@ -87,9 +87,21 @@ class WriteInBundleFn(SinkDoFn):
             self._config.max_buffered_bytes,
             window=None if self._windowed else _GLOBAL,
         )
+        self._pending: list = []  # elements gathered for the batcher (see process)
 
     def process(self, element):
-        added = self._batcher.add(element, element)
+        """Global-window input without event times: dicts handed to the batcher
+        :data:`HANDOVER_ELEMENTS` at a time (see KeyedBatcher.add_elements); any other
+        element at once, with those before it (a JsonLines may hold MiBs)."""
+        pending = self._pending
+        pending.append(element)
+        if len(pending) < HANDOVER_ELEMENTS and element.__class__ is dict:
+            return ()
+        return self._hand_over()
+
+    def _hand_over(self) -> list | tuple:
+        pending, self._pending = self._pending, []
+        added = self._batcher.add_elements(pending)
         return () if added is None else list(self._outputs_of(added))
 
     def process_timestamped(self, element, timestamp=beam.DoFn.TimestampParam):
@@ -101,6 +113,8 @@ class WriteInBundleFn(SinkDoFn):
         return () if added is None else list(self._outputs_of(added))
 
     def finish_bundle(self):
+        if self._pending:
+            yield from self._hand_over()
         yield from self._outputs_of(self._batcher.drain())
         yield from self._writer.collect(keep=0)  # a bundle ends once all are acknowledged
 
@@ -148,12 +162,22 @@ class PrepareForStateFn(SinkDoFn):
     def start_bundle(self):
         self._batchers: dict = {}  # window → [batcher, earliest element timestamp]
         self._global: KeyedBatcher | None = None  # the global window's, once made
+        self._pending: list = []  # its elements gathered for it (see process)
 
     def process(self, element):
         """Global-window input, no event time wanted: one batcher, nothing asked of Beam
-        (chunks, and failed logs, carry the minimum timestamp, as on the bundle path)."""
+        (chunks, and failed logs, carry the minimum timestamp, as on the bundle path);
+        dicts handed to it :data:`HANDOVER_ELEMENTS` at a time, as on the bundle path."""
+        pending = self._pending
+        pending.append(element)
+        if len(pending) < HANDOVER_ELEMENTS and element.__class__ is dict:
+            return ()
+        return self._hand_over()
+
+    def _hand_over(self) -> list | tuple:
+        pending, self._pending = self._pending, []
         batcher = self._global or self._global_batcher()
-        added = batcher.add(element, element)
+        added = batcher.add_elements(pending)
         return () if added is None else list(self._outputs_of(batcher, added))
 
     def process_timestamped(self, element, timestamp=beam.DoFn.TimestampParam):
@@ -171,6 +195,8 @@ class PrepareForStateFn(SinkDoFn):
                 yield from self._outputs_of(batcher, added)
 
     def finish_bundle(self):
+        if self._pending:
+            yield from self._hand_over()
         for batcher, _ in self._batchers.values():
             yield from self._outputs_of(batcher, batcher.drain())
 

@@ -10,9 +10,10 @@ import pytest
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from sls_beam import accelerated
+from sls_beam import accelerated, batching
 from sls_beam.batching import Batch, KeyedBatcher, PackedElements, SentChunks
 from sls_beam.config import SLSWriteConfig
+from sls_beam.json_lines import JsonLines
 from sls_beam.preparing import LogPreparer
 from sls_beam.wire import BatchLimits, LogGroup
 from tests.helpers import LOGSTORE, PROJECT
@@ -360,3 +361,102 @@ def test_logs_naming_their_own_topic_or_source_are_grouped_a_run_at_a_time(
             key = (log.get("__topic__", "app"), log.get("__source__", ""))
             expected.setdefault(key, []).append(log["n"])
     assert by_group == expected  # each group's logs in order
+
+
+def source_of_any(element) -> str:
+    """A source callable that takes any element, and raises for some."""
+    if isinstance(element, dict) and "boom" in element:
+        raise ValueError("no source for this one")
+    return f"host-{len(repr(element)) % 3}"
+
+
+def mixed_elements() -> list:
+    """Every kind of element the bulk lane meets, interleaved: typed plain dicts, logs
+    naming their own group fields, a dict subclass, text, JSON lines, broken logs."""
+    elements: list = []
+    for n in range(900):
+        kind = n % 13
+        if kind == 3:
+            element = {"n": n, "__source__": f"own-{n % 2}", "ok": True}
+        elif kind == 5:
+            element = line(n, n=n, text="ü ✓")
+        elif kind == 7:
+            element = f"plain text {n}"
+        elif kind == 8:
+            element = {"n": n, "": "an empty key"}
+        elif kind == 9:
+            element = {"n": n, "__topic__": "own", "__tags__": {"k": n % 3}}
+        elif kind == 10:
+            element = JsonLines(f'{{"n": {n}, "x": 1.5}}\n{{"n": {n}, "y": null}}\n'.encode())
+        elif kind == 11:
+            element = {"n": n, "boom": 1}
+        elif kind == 12:
+            element = {"n": n, "__tags__": {"own": "tags"}}
+        else:
+            element = {"n": n, "ok": n % 2 == 0, "ts": 1.25 + n, "user": {"id": n}, "m": "é"}
+        elements.append(element)
+    return elements
+
+
+def outcome(batcher: KeyedBatcher, elements: list, handover: int | None):
+    """What the batcher makes of ``elements``, added one by one (``handover`` None) or
+    ``handover`` at a time: each log as sent with its group and what it reports, and
+    the failures, in an order of their own (lanes may interleave groups differently)."""
+    batches, invalid = [], []
+    if handover is None:
+        additions = [batcher.add(element, element) for element in elements]
+    else:
+        additions = [
+            batcher.add_elements(elements[i : i + handover])
+            for i in range(0, len(elements), handover)
+        ]
+    for added in [*additions, batcher.drain()]:
+        if added is not None:
+            batches += added.batches
+            invalid += added.invalid
+    for batch in batches:
+        assert batch.count <= 40
+        assert batch.group.overhead_bytes() + len(batch.joined) <= 3000
+    logs = sorted(
+        ((batch.group.topic, batch.group.source, batch.group.tags), log, repr(batch.element(i)))
+        for batch in batches
+        for i, log in enumerate(map(orjson.dumps, sent(batch)))
+    )
+    failed = sorted((repr(element), str(error)) for element, _, error in invalid)
+    return logs, failed
+
+
+@pytest.mark.parametrize("pure_python", [False, True])
+@pytest.mark.parametrize(
+    "options",
+    [{"topic": "app"}, {"source": source_of_any}, {"topic": lambda e: str(len(repr(e)) % 2)}],
+    ids=["constant", "source callable", "topic callable"],
+)
+@pytest.mark.parametrize("handover", [1, 7, 128, 900])
+def test_elements_handed_over_together_make_what_each_added_alone_makes(
+    handover, options, pure_python, monkeypatch
+):
+    if pure_python:
+        monkeypatch.setattr(accelerated, "speedups", None)
+    limits = BatchLimits(max_logs=40, max_bytes=3000)
+
+    def batcher():
+        return KeyedBatcher(preparer(**options), limits, 1 << 20, GLOBAL)
+
+    elements = mixed_elements()
+    logs, failed = outcome(batcher(), elements, handover)
+    assert (logs, failed) == outcome(batcher(), elements, None)
+    reasons = {reason.split(":")[0] for _, reason in failed}
+    assert "key ''" in reasons  # the empty key fails alone, on both ways
+    assert len(logs) + len(failed) == 900 + 900 // 13  # each JsonLines holds two logs
+    assert any(source.startswith("own-") for (_, source, _), _, _ in logs)
+    assert any(topic == "own" and tags for (topic, _, tags), _, _ in logs)
+    assert any(("own", "tags") in tags for (_, _, tags), _, _ in logs)
+
+
+def test_first_apart_finds_what_the_bulk_lane_does_not_take_as_it_comes(monkeypatch):
+    elements = [{}, {"a": 1}, Line(a=1), {"b": 2}, {"__tags__": {}}, "text", {"c": 3}, {1: 2}]
+    found = [batching._first_apart(elements, start) for start in range(len(elements) + 1)]
+    assert found == [2, 2, 2, 4, 4, 5, 8, 8, 8]  # {1: 2}: the encoder refuses it, later
+    monkeypatch.setattr(accelerated, "speedups", None)
+    assert [batching._first_apart(elements, s) for s in range(len(elements) + 1)] == found

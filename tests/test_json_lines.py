@@ -16,6 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sls_beam import WriteToSLS, accelerated
+from sls_beam.config import SLSWriteConfig
+from sls_beam.dofns import PrepareForStateFn, WriteInBundleFn
 from sls_beam.emulator import Emulator
 from sls_beam.json_lines import JsonLines, encode_lines, line_starts
 from sls_beam.wire import LogEncoder
@@ -508,3 +510,23 @@ def test_buffered_lines_stay_within_the_memory_bound_and_the_request_limits():
     assert {(source, int(log["h"]) % 3) for source, logs in sent for log in logs} == {
         (f"host-{h}", h) for h in range(3)
     }
+
+
+@pytest.mark.parametrize("dofn_class", [WriteInBundleFn, PrepareForStateFn])
+def test_a_json_lines_element_is_batched_as_it_comes_not_gathered_with_dicts(dofn_class):
+    """The sink's DoFns gather dicts to hand them to the batcher together, but a JsonLines
+    (a block may be MiBs) goes at once, with the dicts before it: memory stays bounded
+    by ``max_buffered_bytes``, which counts what the batcher holds."""
+    config = SLSWriteConfig(endpoint="http://127.0.0.1:1", project=PROJECT, logstore=LOGSTORE)
+    dofn = dofn_class(config, windowed=False)
+    dofn.setup()
+    try:
+        dofn.start_bundle()
+        assert list(dofn.process({"n": 0})) == []
+        text = b'{"n": 1, "msg": "a line of a large block"}\n' * 2000
+        assert list(dofn.process(JsonLines(text))) == []
+        batcher = dofn._batcher if dofn_class is WriteInBundleFn else dofn._global
+        assert batcher.buffered_bytes >= len(text)  # held by the batcher, counted
+        assert not dofn._pending
+    finally:
+        dofn.teardown()
