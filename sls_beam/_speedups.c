@@ -17,8 +17,8 @@
  *
  * group_by(keys, items): the batcher's runs of the logs a source callable named.
  *
- * first_apart(elements, start): where the batcher's bulk lane stops taking a list of
- * elements as they come.
+ * plain_runs(elements): where the runs of elements the batcher's bulk lane takes as they
+ * come, and of the others, end.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -879,16 +879,18 @@ static PyObject *group_by(PyObject *module, PyObject *args) {
     return groups;
 }
 
-/* first_apart(elements, start) -> int: the index, from `start`, of the first element that
- * is not exactly a dict or that names a group field of its own (__topic__, __source__,
- * __tags__); len(elements) when there is none. */
-static PyObject *first_apart(PyObject *module, PyObject *args) {
-    PyObject *elements;
-    Py_ssize_t index;
-    if (!PyArg_ParseTuple(args, "O!n:first_apart", &PyList_Type, &elements, &index)) {
+/* plain_runs(elements) -> list[int]: where the runs of plain elements (exactly dicts that
+ * name no group field of their own: __topic__, __source__, __tags__) and of the others end,
+ * in turn: the end of the first plain run (0 when the first element is not plain), of the
+ * others after it, of the next plain run...; the last is len(elements). */
+static PyObject *plain_runs(PyObject *module, PyObject *elements) {
+    if (!PyList_Check(elements)) {
+        PyErr_SetString(PyExc_TypeError, "plain_runs takes a list");
         return NULL;
     }
-    for (index = index < 0 ? 0 : index; index < PyList_GET_SIZE(elements); index++) {
+    PyObject *bounds = PyList_New(0);
+    int in_plain = 1;
+    for (Py_ssize_t index = 0; bounds != NULL && index < PyList_GET_SIZE(elements); index++) {
         /* Held: a key's __eq__ (the user's, in a dict with a colliding hash) may change
          * the list. */
         PyObject *element = Py_NewRef(PyList_GET_ITEM(elements, index));
@@ -898,13 +900,24 @@ static PyObject *first_apart(PyObject *module, PyObject *args) {
         }
         Py_DECREF(element);
         if (apart < 0) {
-            return NULL;
-        }
-        if (apart) {
-            break;
+            Py_CLEAR(bounds);
+        } else if (apart == in_plain) {
+            PyObject *bound = PyLong_FromSsize_t(index);
+            if (bound == NULL || PyList_Append(bounds, bound) < 0) {
+                Py_CLEAR(bounds);
+            }
+            Py_XDECREF(bound);
+            in_plain = !apart;
         }
     }
-    return PyLong_FromSsize_t(index);
+    if (bounds != NULL) {
+        PyObject *end = PyLong_FromSsize_t(PyList_GET_SIZE(elements));
+        if (end == NULL || PyList_Append(bounds, end) < 0) {
+            Py_CLEAR(bounds);
+        }
+        Py_XDECREF(end);
+    }
+    return bounds;
 }
 
 /* ---- encode_json_lines: JSON text, one object a line, to the wire JSON ----
@@ -1485,9 +1498,10 @@ static PyMethodDef methods[] = {
      "or None where JSON would not give them back as they were."},
     {"group_by", group_by, METH_VARARGS,
      "group_by(keys, items) -> dict[key, list]\n\nThe items of each key, in order."},
-    {"first_apart", first_apart, METH_VARARGS,
-     "first_apart(elements, start) -> int\n\nThe index, from start, of the first element that is\n"
-     "not exactly a dict or that holds __topic__, __source__ or __tags__; else len(elements)."},
+    {"plain_runs", plain_runs, METH_O,
+     "plain_runs(elements) -> list[int]\n\nWhere the runs of plain elements (exactly dicts without\n"
+     "__topic__, __source__ or __tags__) and of the others end, in turn, starting with a\n"
+     "plain run (maybe empty); the last is len(elements)."},
     {"encode_json_lines", encode_json_lines, METH_VARARGS,
      "encode_json_lines(text, tail, max_log_bytes)\n"
      "    -> tuple[bytes, bytes, bytes, bytes]\n\n"

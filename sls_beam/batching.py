@@ -214,22 +214,24 @@ def _group_by(keys: list, items: list) -> dict[Any, list]:
     return groups
 
 
-def _first_apart(elements: list, start: int) -> int:
-    """The index, from ``start``, of the first element the bulk lane does not take as it
-    comes (not exactly a dict, or naming its own ``__topic__``, ``__source__`` or
-    ``__tags__``); ``len(elements)`` when there is none (in C where built)."""
+def _plain_runs(elements: list) -> list[int]:
+    """Where the runs of elements the bulk lane takes as they come (exactly dicts that name
+    no ``__topic__``, ``__source__`` or ``__tags__`` of their own) and of the others end,
+    in turn, starting with a plain run (maybe empty); the last is ``len(elements)`` (in C
+    where built)."""
     if accelerated.speedups is not None:
-        return accelerated.speedups.first_apart(elements, start)
-    for index in range(start, len(elements)):
-        element = elements[index]
-        if (
-            element.__class__ is not dict
-            or "__topic__" in element
-            or "__source__" in element
-            or "__tags__" in element
-        ):
-            return index
-    return len(elements)
+        return accelerated.speedups.plain_runs(elements)
+    bounds = []
+    in_plain = True
+    for index, element in enumerate(elements):
+        plain = element.__class__ is dict and not (
+            "__topic__" in element or "__source__" in element or "__tags__" in element
+        )
+        if plain != in_plain:
+            bounds.append(index)
+            in_plain = plain
+    bounds.append(len(elements))
+    return bounds
 
 
 class Added(NamedTuple):
@@ -430,18 +432,19 @@ class KeyedBatcher:
         order: the same as :meth:`add` of each, in fewer Python steps. Beam calls a DoFn
         once an element; a DoFn that gathers elements and hands them over together spares
         the batcher's per-element checks (~0.15 µs a log): its runs of plain dicts go to
-        the bulk lane whole, found in C where built (:func:`_first_apart`)."""
+        the bulk lane whole, found in C where built (:func:`_plain_runs`); the others (a
+        subclass, another type, a log naming its own group) are added one by one."""
         if not self._bulk:
             return _merged(self.add(element, element) for element in elements)
         outcomes = []
-        start, count = 0, len(elements)
-        while start < count:
-            end = _first_apart(elements, start)
-            if end > start:
-                outcomes.append(self._wait_plain(elements[start:end]))
-            if end < count:  # a subclass, another type, or a log naming its own group
-                outcomes.append(self.add(elements[end], elements[end]))
-            start = end + 1
+        start = 0
+        for run, end in enumerate(_plain_runs(elements)):
+            if run % 2 == 0:
+                if end > start:
+                    outcomes.append(self._wait_plain(elements[start:end]))
+            else:
+                outcomes += [self.add(element, element) for element in elements[start:end]]
+            start = end
         return _merged(outcomes)
 
     def _wait_plain(self, run: list) -> Added | None:

@@ -454,9 +454,11 @@ def test_elements_handed_over_together_make_what_each_added_alone_makes(
     assert any(("own", "tags") in tags for (_, _, tags), _, _ in logs)
 
 
-def test_first_apart_finds_what_the_bulk_lane_does_not_take_as_it_comes(monkeypatch):
-    elements = [{}, {"a": 1}, Line(a=1), {"b": 2}, {"__tags__": {}}, "text", {"c": 3}, {1: 2}]
-    found = [batching._first_apart(elements, start) for start in range(len(elements) + 1)]
-    assert found == [2, 2, 2, 4, 4, 5, 8, 8, 8]  # {1: 2}: the encoder refuses it, later
+def test_plain_runs_are_where_the_bulk_lane_takes_elements_as_they_come(monkeypatch):
+    elements = [{}, {"a": 1}, Line(a=1), {"__tags__": {}}, {"b": 2}, "text", {1: 2}]
+    cases = [elements, elements[2:], elements[:2], [], ["text"]]
+    found = [batching._plain_runs(case) for case in cases]
+    # {1: 2}: plain here; the encoder refuses its key later, and it goes log by log
+    assert found == [[2, 4, 5, 6, 7], [0, 2, 3, 4, 5], [2], [0], [0, 1]]
     monkeypatch.setattr(accelerated, "speedups", None)
-    assert [batching._first_apart(elements, s) for s in range(len(elements) + 1)] == found
+    assert [batching._plain_runs(case) for case in cases] == found
