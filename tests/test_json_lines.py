@@ -21,27 +21,8 @@ from sls_beam.dofns import PrepareForStateFn, WriteInBundleFn
 from sls_beam.emulator import Emulator
 from sls_beam.json_lines import JsonLines, encode_lines, line_starts
 from sls_beam.wire import LogEncoder
-from tests.beam_helpers import requests_by_id, run
+from tests.beam_helpers import make_logs, requests_by_id, run
 from tests.helpers import LOGSTORE, PROJECT
-
-
-def typed_logs(count: int) -> list[dict]:
-    """Logs as apps write them: a float time, ints, a bool, a null, a nested object."""
-    return [
-        {
-            "ts": 1764144000.123 + n / 1000,
-            "level": "INFO" if n % 10 else "WARN",
-            "status": 200 if n % 13 else 503,
-            "latency_ms": (n % 997) / 4,
-            "ok": n % 13 != 0,
-            "retry": None,
-            "host": f"web-{n % 16:02d}",
-            "user": {"id": n % 7919, "plan": "pro", "tags": ["a", "b"]},
-            "msg": f"item {n} served, é中 {n % 7919}",
-        }
-        for n in range(count)
-    ]
-
 
 needs_c = pytest.mark.skipif(accelerated.speedups is None, reason="built without the C encoder")
 
@@ -173,7 +154,9 @@ def test_any_line_the_c_encoder_writes_is_what_the_per_log_path_writes(drawn):
 
 @needs_c
 def test_realistic_lines_are_all_written_in_c():
-    lines = [orjson.dumps(log) for log in typed_logs(2000)]
+    # Apps' logs, with a float time of 17 significant digits (repr's text is not short)
+    logs = ({**log, "ts": 1764144000.123 + n / 1000} for n, log in enumerate(make_logs(0, 2000)))
+    lines = [orjson.dumps(log) for log in logs]
     unicode = {"msg": "naïve café 日本語 😀", "n": -17, "x": 0.5, "nested": {"a": [1, 2.5, None]}}
     lines += [json.dumps(unicode, ensure_ascii=False).encode(), json.dumps(unicode).encode()]
     lines += [b'  {"spaced" : true ,"pi":3.14159}  \r']
