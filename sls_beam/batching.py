@@ -21,7 +21,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from sls_beam import accelerated
 from sls_beam.errors import InvalidLogError
 from sls_beam.json_lines import EncodedLines, JsonLines, NotJsonError, line_starts, parse_line
-from sls_beam.preparing import LogPreparer, callable_raised, log_content
+from sls_beam.preparing import LogPreparer, callable_raised, log_content, names_own_group
 from sls_beam.wire import BatchLimits, LogGroup, encode_plain
 
 #: What buffering costs beside the logs' JSON, in bytes of memory: an open
@@ -224,9 +224,7 @@ def _plain_runs(elements: list) -> list[int]:
     bounds = []
     in_plain = True
     for index, element in enumerate(elements):
-        plain = element.__class__ is dict and not (
-            "__topic__" in element or "__source__" in element or "__tags__" in element
-        )
+        plain = element.__class__ is dict and not names_own_group(element)
         if plain != in_plain:
             bounds.append(index)
             in_plain = plain
@@ -409,13 +407,8 @@ class KeyedBatcher:
             and (element.__class__ is dict or _is_plain_dict(element.__class__))
             and (timestamp is None or timestamp.micros <= _NO_TIME)
         ):
-            if "__topic__" in element or "__source__" in element or "__tags__" in element:
-                try:
-                    group, content = self._preparer.group_of(element)
-                except InvalidLogError as e:
-                    return Added([], [(element, origin, e)])
-                self._wait(group, element, content)
-                return self._waited(1)
+            if names_own_group(element):
+                return self._wait_in_group(element)
             return self._wait_plain([element])
         if isinstance(element, JsonLines):
             return self._add_lines(element, origin, timestamp)
@@ -451,7 +444,6 @@ class KeyedBatcher:
         """Plain dicts without group fields of their own (each its own content and origin)
         waiting in the bulk lane: with the constant group, or for the source callable (see
         :meth:`_sourced_runs`), else each with its group; encoded once enough wait."""
-        invalid = None
         if self._static_group is not None:
             # The common case, in few operations: the constant group, each element its
             # own content (one list holds both).
@@ -469,17 +461,19 @@ class KeyedBatcher:
             # A source per element (a file's name, a host): called and grouped a run at
             # a time (see _sourced_runs), as cheap here as a constant group.
             self._sourced.extend(run)
-        else:
-            invalid = Added([], [])
-            for element in run:
-                try:
-                    group, content = self._preparer.group_of(element)
-                except InvalidLogError as e:
-                    invalid.invalid.append((element, element, e))
-                else:
-                    self._wait(group, element, content)
-        waited = self._waited(len(run))
-        return _merged((invalid, waited)) if invalid is not None else waited
+        else:  # a topic or tags callable: each element's group on its own
+            return _merged(map(self._wait_in_group, run))
+        return self._waited(len(run))
+
+    def _wait_in_group(self, element: dict) -> Added | None:
+        """A dict element waiting in the bulk lane with its group (its own fields', or its
+        callables'); one whose group breaks a rule, or whose callable raised, fails."""
+        try:
+            group, content = self._preparer.group_of(element)
+        except InvalidLogError as e:
+            return Added([], [(element, element, e)])
+        self._wait(group, element, content)
+        return self._waited(1)
 
     def _waited(self, count: int) -> Added | None:
         """Count ``count`` more waiting elements; encode them all once enough wait."""
@@ -526,7 +520,7 @@ class KeyedBatcher:
                 log = lines.log_at(start)
                 added.invalid.append((log, log, e))
                 continue
-            if "__topic__" in content or "__source__" in content or "__tags__" in content:
+            if names_own_group(content):
                 others.append(start)
                 continue
             self._wait(group, lines.log_at(start), content)

@@ -58,6 +58,11 @@ def format_event_time(timestamp: Timestamp) -> str:
 _OWN_GROUP_FIELDS = frozenset({"__topic__", "__source__", "__tags__"})
 
 
+def names_own_group(log: Mapping) -> bool:
+    """Whether a log sets its own topic, source or tags (:data:`_OWN_GROUP_FIELDS`)."""
+    return "__topic__" in log or "__source__" in log or "__tags__" in log
+
+
 class LogPreparer:
     """Element → (group, encoded log): the per-element work, on the caller's thread.
 
@@ -107,16 +112,15 @@ class LogPreparer:
     def _prepare(
         self, element: Any, timestamp: Timestamp | None, log: Mapping | None
     ) -> tuple[LogGroup, bytes]:
-        if log is not None:  # a log the element holds (a line of a JsonLines)
-            pass
-        elif element.__class__ is dict:
-            log = element
-        else:
-            log = element_to_log(element)
-            if not isinstance(log, Mapping):
-                raise not_a_mapping(log)
+        if log is None:  # else a log the element holds (a line of a JsonLines)
+            if element.__class__ is dict:
+                log = element
+            else:
+                log = element_to_log(element)
+                if not isinstance(log, Mapping):
+                    raise not_a_mapping(log)
         group = self._static_group
-        if group is None or "__topic__" in log or "__source__" in log or "__tags__" in log:
+        if group is None or names_own_group(log):
             group, log = self._group_of(element, log)
         event_time = None
         if self._needs_event_time and timestamp is not None and timestamp > MIN_TIMESTAMP:
@@ -178,12 +182,7 @@ class LogPreparer:
         batcher groups the logs of a lone source callable itself, a run at a time:
         :attr:`source_callable`, :meth:`group_of_source`.)"""
         group = self._static_group
-        if (
-            group is not None
-            and "__topic__" not in element
-            and "__source__" not in element
-            and "__tags__" not in element
-        ):
+        if group is not None and not names_own_group(element):
             return group, element
         return self._called_group_of(element, element)
 
@@ -230,7 +229,7 @@ class LogPreparer:
                 source = _called(source, element, "source")
             if callable(tags):
                 tags = _called(tags, element, "tags")
-        if not _OWN_GROUP_FIELDS.isdisjoint(log):
+        if names_own_group(log):
             log = dict(log)  # a copy without the fields that set the group (C-level)
             topic = log.pop("__topic__", topic)
             source = log.pop("__source__", source)
@@ -253,7 +252,7 @@ _NO_TAGS = object()
 
 def log_content(element: Any) -> Any:
     """A dict element without the fields that set its group: what is sent of it."""
-    if element.__class__ is dict and _OWN_GROUP_FIELDS.isdisjoint(element):
+    if element.__class__ is dict and not names_own_group(element):
         return element
     return {key: value for key, value in element.items() if key not in _OWN_GROUP_FIELDS}
 
