@@ -1,8 +1,8 @@
 /* The hot path's loops in C, built where a C compiler is at hand: without it, the same
  * results come from Python (sls_beam.wire, sls_beam.batching).
  *
- * encode_runs(runs, known_keys, tail, max_log_bytes[, keep_originals]): the wire
- * format's bulk encoder. For each run (a list of logs), each log as a JSON object of string values, joined by
+ * encode_runs(runs, known_keys, tail, max_log_bytes[, keep_originals[, own_groups]]): the
+ * wire format's bulk encoder. For each run (a list of logs), each log as a JSON object of string values, joined by
  * commas: the same bytes as sls_beam.wire's Python encoder (the value rules of its
  * docstring; text escaped as orjson escapes it). A run's place holds None, never an
  * exception, when one of its logs is not plain, so that the caller takes the per-log
@@ -13,7 +13,9 @@
  * UTF-8; a log longer than `max_log_bytes`; a dict or list that orjson refuses. `tail`
  * (bytes) is JSON written at the end of every log (its `__time__`). With `keep_originals`,
  * it also gives each run's logs as JSON with their values as they are, where JSON gives
- * them back unchanged (see Originals): what the batcher keeps for a failed record.
+ * them back unchanged (see Originals): what the batcher keeps for a failed record. With
+ * `own_groups`, a log's own __topic__ and __source__ (str values: the caller grouped the
+ * logs by them) are left out of the wire JSON, and kept in the originals.
  *
  * group_by(keys, items): the batcher's runs of the logs a source callable named.
  *
@@ -253,6 +255,7 @@ typedef struct {
     Written nested;
     const char *nested_text; /* the last nested value's orjson text, and its size */
     Py_ssize_t nested_size;
+    int own_groups; /* the logs' own __topic__ and __source__ set their group: not sent */
 } Run;
 
 static int write_all(Written *written) {
@@ -537,9 +540,11 @@ static int reads_back(PyObject *value, int depth) {
 }
 
 /* A field of a log in its original form, from its wire text just written (`buffer` from
- * `key_start`: `,"key":`, from `value_start`: the value as a JSON string); -1: no memory. */
+ * `key_start`: `"key":`, after a comma when `wire_comma`; from `value_start`: the value as
+ * a JSON string), after a comma when `comma`; -1: no memory. */
 static int put_original(Originals *originals, const Buffer *buffer, Py_ssize_t key_start,
-                        Py_ssize_t value_start, PyObject *value, const Run *run) {
+                        int wire_comma, int comma, Py_ssize_t value_start, PyObject *value,
+                        const Run *run) {
     if (!reads_back(value, 0)) {
         originals->faithful = 0;
         return 0;
@@ -554,15 +559,57 @@ static int put_original(Originals *originals, const Buffer *buffer, Py_ssize_t k
         text++;
         size -= 2;
     } /* else the same JSON string */
+    key_start += wire_comma;
     Py_ssize_t key_size = value_start - key_start;
-    if (reserve(&originals->buffer, key_size + size) < 0) {
+    if (reserve(&originals->buffer, comma + key_size + size) < 0) {
         return -1;
     }
     char *out = originals->buffer.data + originals->buffer.size;
+    if (comma) {
+        *out++ = ',';
+    }
     memcpy(out, buffer->data + key_start, key_size);
     memcpy(out + key_size, text, size);
-    originals->buffer.size += key_size + size;
+    originals->buffer.size += comma + key_size + size;
     return 0;
+}
+
+/* Whether `key` is "__topic__" or "__source__": with `own_groups`, fields that set the
+ * log's group, which the caller has grouped it by. */
+static int sets_group(PyObject *key) {
+    if (key == group_fields[0] || key == group_fields[1]) {
+        return 1;
+    }
+    if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key)) {
+        return 0;
+    }
+    Py_ssize_t size = PyUnicode_GET_LENGTH(key);
+    const char *text = (const char *)PyUnicode_1BYTE_DATA(key);
+    return (size == 9 && memcmp(text, "__topic__", 9) == 0) ||
+           (size == 10 && memcmp(text, "__source__", 10) == 0);
+}
+
+/* A field that sets the log's group: not sent, but in `originals` (unless NULL) as it
+ * is, after a comma when `comma`. Its value must be a str (else the log is not plain: 1);
+ * -1: no memory. */
+static int put_group_field(Originals *originals, PyObject *key, PyObject *value, int comma) {
+    if (!PyUnicode_CheckExact(value)) {
+        return 1;
+    }
+    if (originals == NULL) {
+        return 0;
+    }
+    int result = comma ? PUT_LITERAL(&originals->buffer, ",") : 0;
+    if (result == 0) {
+        result = put_str(&originals->buffer, key, PY_SSIZE_T_MAX);
+    }
+    if (result == 0) {
+        result = PUT_LITERAL(&originals->buffer, ":");
+    }
+    if (result == 0) {
+        result = put_str(&originals->buffer, value, MAX_VALUE_BYTES);
+    }
+    return result;
 }
 
 /* The text `"key":` (after a comma, but for the first) of the key last seen at each of a
@@ -635,26 +682,40 @@ static int put_log(Buffer *buffer, Originals *originals, PyObject *log, PyObject
     if (PUT_LITERAL(buffer, "{") < 0 || (originals && PUT_LITERAL(&originals->buffer, "{") < 0)) {
         return -1;
     }
-    Py_ssize_t position = 0, place = 0;
+    /* Fields sent, and fields in the originals: they differ by the fields that set the
+     * log's group (with run->own_groups). */
+    Py_ssize_t position = 0, place = 0, original_place = 0;
     PyObject *key, *value;
     while (PyDict_Next(log, &position, &key, &value)) {
         /* A value's writing may run code (orjson, a str of an int): hold the pair. */
         Py_INCREF(key);
         Py_INCREF(value);
-        Py_ssize_t key_start = buffer->size, value_start = 0;
-        int result = put_key(buffer, key, place++, known_keys, keys);
-        if (result == 0) {
-            value_start = buffer->size;
-            result = put_value(buffer, value, run);
+        int result;
+        if (run->own_groups && sets_group(key)) {
+            result = put_group_field(originals && originals->faithful ? originals : NULL, key,
+                                     value, original_place > 0);
+        } else {
+            Py_ssize_t key_start = buffer->size, value_start = 0;
+            result = put_key(buffer, key, place, known_keys, keys);
+            if (result == 0) {
+                value_start = buffer->size;
+                result = put_value(buffer, value, run);
+            }
+            if (result == 0 && originals != NULL && originals->faithful) {
+                result = put_original(originals, buffer, key_start, place > 0,
+                                      original_place > 0, value_start, value, run);
+            }
+            place++;
         }
-        if (result == 0 && originals != NULL && originals->faithful) {
-            result = put_original(originals, buffer, key_start, value_start, value, run);
-        }
+        original_place++;
         Py_DECREF(key);
         Py_DECREF(value);
         if (result != 0) {
             return result;
         }
+    }
+    if (place == 0) { /* only the fields that set its group: no field to send */
+        return 1;
     }
     if (put(buffer, tail, tail_size) < 0 || PUT_LITERAL(buffer, "}") < 0 ||
         (originals && PUT_LITERAL(&originals->buffer, "}") < 0)) {
@@ -688,18 +749,19 @@ static int put_run(Buffer *buffer, Originals *originals, PyObject *logs, PyObjec
 }
 
 static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_bytes,
-                        Py_ssize_t max_log_bytes, PyObject **originals);
+                        Py_ssize_t max_log_bytes, int own_groups, PyObject **originals);
 
 /* Each run on its own (orjson refused a nested value of one of them). */
 static PyObject *encode_each(PyObject *runs, PyObject *known_keys, PyObject *tail,
-                             Py_ssize_t max_log_bytes, PyObject **originals) {
+                             Py_ssize_t max_log_bytes, int own_groups, PyObject **originals) {
     Py_ssize_t count = PyList_GET_SIZE(runs);
     PyObject *results = PyList_New(count);
     for (Py_ssize_t r = 0; results != NULL && r < count; r++) {
         PyObject *one = PyList_New(1), *encoded = NULL, *kept = NULL;
         if (one != NULL) {
             PyList_SET_ITEM(one, 0, Py_NewRef(PyList_GET_ITEM(runs, r)));
-            encoded = encode(one, known_keys, tail, max_log_bytes, originals ? &kept : NULL);
+            encoded = encode(one, known_keys, tail, max_log_bytes, own_groups,
+                             originals ? &kept : NULL);
         }
         Py_XDECREF(one);
         if (encoded == NULL) {
@@ -730,7 +792,7 @@ static PyObject *originals_of(const Originals *originals, const Buffer *buffer,
 /* encode_runs' work: the list of each run's wire JSON (or None), and where `originals` is
  * not NULL, a new list of each run's originals (bytes, or None) in *originals. */
 static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_bytes,
-                        Py_ssize_t max_log_bytes, PyObject **originals) {
+                        Py_ssize_t max_log_bytes, int own_groups, PyObject **originals) {
     const char *tail = PyBytes_AS_STRING(tail_bytes);
     Py_ssize_t tail_size = PyBytes_GET_SIZE(tail_bytes);
     Py_ssize_t count = PyList_GET_SIZE(runs);
@@ -738,7 +800,7 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
     PyObject *results = PyList_New(count);
     Buffer buffer = take_buffer(0);
     Originals kept = {take_buffer(1), 1};
-    Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}, NULL, 0};
+    Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}, NULL, 0, own_groups};
     KeyText keys[REMEMBERED_PLACES] = {{NULL, 0, {0}}};
     int result = -1;
     if (originals != NULL) {
@@ -754,7 +816,8 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
     }
     if (result == 1 && count > 1) {
         Py_DECREF(results);
-        results = encode_each(runs, known_keys, tail_bytes, max_log_bytes, originals);
+        results =
+            encode_each(runs, known_keys, tail_bytes, max_log_bytes, own_groups, originals);
         result = results == NULL ? -2 : 2;
     }
     for (Py_ssize_t r = 0; result == 0 && r < count; r++) {
@@ -815,9 +878,10 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
 static PyObject *encode_runs(PyObject *module, PyObject *args) {
     PyObject *runs, *known_keys, *tail_bytes;
     Py_ssize_t max_log_bytes;
-    int keep_originals = 0;
-    if (!PyArg_ParseTuple(args, "O!OO!n|p:encode_runs", &PyList_Type, &runs, &known_keys,
-                          &PyBytes_Type, &tail_bytes, &max_log_bytes, &keep_originals)) {
+    int keep_originals = 0, own_groups = 0;
+    if (!PyArg_ParseTuple(args, "O!OO!n|pp:encode_runs", &PyList_Type, &runs, &known_keys,
+                          &PyBytes_Type, &tail_bytes, &max_log_bytes, &keep_originals,
+                          &own_groups)) {
         return NULL;
     }
     if (known_keys != Py_None && !PyAnySet_Check(known_keys)) {
@@ -831,10 +895,11 @@ static PyObject *encode_runs(PyObject *module, PyObject *args) {
         }
     }
     if (!keep_originals) {
-        return encode(runs, known_keys, tail_bytes, max_log_bytes, NULL);
+        return encode(runs, known_keys, tail_bytes, max_log_bytes, own_groups, NULL);
     }
     PyObject *originals = NULL;
-    PyObject *encoded = encode(runs, known_keys, tail_bytes, max_log_bytes, &originals);
+    PyObject *encoded =
+        encode(runs, known_keys, tail_bytes, max_log_bytes, own_groups, &originals);
     if (encoded == NULL) {
         return NULL;
     }
@@ -1491,7 +1556,8 @@ static PyObject *encode_json_lines(PyObject *module, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"encode_runs", encode_runs, METH_VARARGS,
-     "encode_runs(runs, known_keys, tail, max_log_bytes, keep_originals=False)\n"
+     "encode_runs(runs, known_keys, tail, max_log_bytes, keep_originals=False,\n"
+     "            own_groups=False)\n"
      "    -> list[bytes | None] | tuple[list[bytes | None], list[bytes | None]]\n\n"
      "Each run's logs' JSON objects joined by commas, or None where one is not plain;\n"
      "with keep_originals, also each run's logs as JSON with their values as they are,\n"

@@ -232,6 +232,10 @@ def _plain_runs(elements: list) -> list[int]:
     return bounds
 
 
+#: What a log's own topic or source may be to be grouped with its like (None: absent).
+_OWN_FIELD_TYPES = (str, type(None))
+
+
 class Added(NamedTuple):
     """What adding an element closed: batches to send, and elements refused:
     (element, origin, why)."""
@@ -393,6 +397,9 @@ class KeyedBatcher:
         # The elements waiting for a source callable: called on all of them at once.
         self._source_callable = preparer.source_callable
         self._sourced: list = []
+        # With a constant group: the logs that name their own topic or source (see
+        # _owned_runs), grouped and encoded a run at a time, as the source callable's.
+        self._owned: list | None = [] if self._static_group is not None else None
         self._staggered: set[LogGroup] = set()  # groups whose first batch was sent early
         self.buffered_bytes = 0
 
@@ -436,9 +443,21 @@ class KeyedBatcher:
                 if end > start:
                     outcomes.append(self._wait_plain(elements[start:end]))
             else:
-                outcomes += [self.add(element, element) for element in elements[start:end]]
+                outcomes += self._add_apart(elements[start:end])
             start = end
         return _merged(outcomes)
+
+    def _add_apart(self, run: list) -> list[Added | None]:
+        """A run of a handed-over list that is not plain dicts: dicts that name their own
+        topic or source (no tags), with a constant group configured, wait together (see
+        :meth:`_owned_runs`); else each is added on its own."""
+        owned = self._owned
+        if owned is not None and all(
+            element.__class__ is dict and "__tags__" not in element for element in run
+        ):
+            owned += run
+            return [self._waited(len(run))]
+        return [self.add(element, element) for element in run]
 
     def _wait_plain(self, run: list) -> Added | None:
         """Plain dicts without group fields of their own (each its own content and origin)
@@ -607,7 +626,11 @@ class KeyedBatcher:
             and not any(
                 map(
                     gc.is_tracked,
-                    chain(chain.from_iterable(e for e, _ in self._waiting.values()), self._sourced),
+                    chain(
+                        chain.from_iterable(e for e, _ in self._waiting.values()),
+                        self._sourced,
+                        self._owned or (),
+                    ),
                 )
             )
         ):
@@ -617,19 +640,56 @@ class KeyedBatcher:
         added = Added([], [])
         sourced, self._sourced = self._sourced, []
         runs = self._sourced_runs(sourced, added) if sourced else []
+        owned = self._owned
+        if owned:
+            self._owned = []
+            runs += self._owned_runs(owned, added)
         runs += self._waiting.items()
         self._waiting, self._waiting_count = {}, 0
         self._static_waiting = None
         if not runs:
             return added
         encoded, originals = self._preparer.encode_runs_keeping(
-            [contents for _, (_, contents) in runs]
+            [contents for _, (_, contents) in runs], own_groups=bool(owned)
         )
         for (group, (elements, contents)), joined, original in zip(
             runs, encoded, originals, strict=True
         ):
             self._place(group, elements, contents, joined, original, added)
         return added
+
+    def _owned_runs(self, logs: list, added: Added) -> list[tuple[LogGroup, tuple]]:
+        """The waiting logs that name their own topic or source as runs, per group: grouped
+        by those fields (in C where built), each log its own content (the encoder leaves
+        the fields out of the wire JSON, and keeps them in the logs' own JSON for a failed
+        record). Logs whose fields are not str or break a rule take the general way, with
+        their content copied without the fields (a log that breaks a rule fails alone)."""
+        keys = [(log.get("__topic__"), log.get("__source__")) for log in logs]
+        runs: list = []
+        loose: list = []
+        try:
+            by_fields = _group_by(keys, logs).items()
+        except TypeError:  # a field that is not hashable: refused below, log by log
+            by_fields, loose = (), list(logs)
+        for (topic, source), run in by_fields:
+            if topic.__class__ in _OWN_FIELD_TYPES and source.__class__ in _OWN_FIELD_TYPES:
+                try:
+                    runs.append((self._preparer.group_of_own(topic, source), (run, run)))
+                    continue
+                except InvalidLogError:
+                    pass
+            loose += run
+        by_group: dict[LogGroup, tuple[list, list]] = {}
+        for log in loose:
+            try:
+                group, content = self._preparer.group_of(log)
+            except InvalidLogError as e:
+                added.invalid.append((log, log, e))
+                continue
+            elements, contents = by_group.setdefault(group, ([], []))
+            elements.append(log)
+            contents.append(content)
+        return runs + list(by_group.items())
 
     def _sourced_runs(self, elements: list, added: Added) -> list[tuple[LogGroup, tuple]]:
         """The source callable's waiting elements as runs, per group (each element its
@@ -763,6 +823,8 @@ class KeyedBatcher:
             added.batches.append(self._close(group))
 
     def _add_one(self, group: LogGroup, element: Any, content: Any, added: Added) -> None:
+        if names_own_group(content):  # a log of the own-group runs: its fields are its group
+            content = log_content(content)
         try:
             data = self._preparer.encode_log(content, group)
         except InvalidLogError as e:

@@ -208,16 +208,27 @@ class LogPreparer:
         config = self._config
         return LogGroup.of(config.topic, source, config.tags)  # None: no source; else refused
 
+    def group_of_own(self, topic: str | None, source: str | None) -> LogGroup:
+        """The group of logs that name their own ``__topic__`` or ``__source__`` (``None``:
+        the configuration's), where the configuration's are constants (see
+        :attr:`static_group`). Raises InvalidLogError if one breaks a rule."""
+        config = self._config
+        return self._groups[
+            config.topic if topic is None else topic,
+            config.source if source is None else source,
+            _tag_texts(config.tags) if config.tags else (),
+        ]
+
     def encode_many(self, logs: list[dict]) -> bytes | None:
         """Plain logs encoded in bulk (see LogEncoder.encode_many), or ``None``."""
         return self._encoder.encode_many(logs)
 
     def encode_runs_keeping(
-        self, runs: list[list[dict]]
+        self, runs: list[list[dict]], own_groups: bool = False
     ) -> tuple[list[bytes | None], list[bytes | None]]:
         """Runs encoded in bulk, and their logs as JSON where it gives them back as they
         are (see LogEncoder.encode_runs_keeping)."""
-        return self._encoder.encode_runs_keeping(runs)
+        return self._encoder.encode_runs_keeping(runs, own_groups)
 
     def _group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
         config = self._config

@@ -348,7 +348,7 @@ class LogEncoder:
         return encoded
 
     def encode_runs_keeping(
-        self, runs: Sequence[Sequence[dict]]
+        self, runs: Sequence[Sequence[dict]], own_groups: bool = False
     ) -> tuple[list[bytes | None], list[bytes | None]]:
         """:meth:`encode_runs`, and each run's logs as JSON with their values as they are
         (numbers as numbers, nested objects as objects), where ``orjson.loads`` gives
@@ -356,9 +356,14 @@ class LogEncoder:
         bools, None, and exact dicts and lists of those. Kept in place of the logs for
         a failed record, they cost a copy of bytes, written in the same pass as the
         wire JSON (all-str logs: the wire JSON itself). ``None`` for a run that holds
-        anything else, and for every run without the C encoder."""
+        anything else, and for every run without the C encoder.
+
+        ``own_groups``: the caller grouped the logs by their own ``__topic__`` and
+        ``__source__`` (str): the C encoder leaves those fields out of the wire JSON,
+        and keeps them in the logs' own JSON. (Without it, such a run is ``None``: the
+        per-log path.)"""
         if accelerated.speedups is not None and not self.event_time_key:
-            return self._in_c(runs, keep_originals=True)
+            return self._in_c(runs, keep_originals=True, own_groups=own_groups)
         return self.encode_runs(runs), [None] * len(runs)
 
     def time_tail(self) -> bytes:
@@ -366,7 +371,7 @@ class LogEncoder:
         (the time of encoding, for logs without one), else nothing."""
         return f',"{TIME_KEY}":{int(time.time())}'.encode() if self.log_time else b""
 
-    def _in_c(self, runs: Sequence[Sequence[dict]], keep_originals: bool):
+    def _in_c(self, runs: Sequence[Sequence[dict]], keep_originals: bool, own_groups=False):
         """The C encoder's ``encode_runs`` (see ``sls_beam/_speedups.c``)."""
         return accelerated.speedups.encode_runs(
             list(map(list, runs)),
@@ -374,6 +379,7 @@ class LogEncoder:
             self.time_tail(),
             self.max_log_bytes,
             keep_originals,
+            own_groups,
         )
 
     def _each_run(self, runs: Sequence[Sequence[dict]]) -> list[bytes | None]:

@@ -32,11 +32,23 @@ def topic_of(log):
     return log["t"]
 
 
-def batches_of(batcher: KeyedBatcher, elements, windowed=False) -> tuple[list[Batch], list]:
+def batches_of(
+    batcher: KeyedBatcher, elements, windowed=False, handover: int | None = None
+) -> tuple[list[Batch], list]:
+    """What the batcher makes of ``elements``, added one by one, or (``handover``) handed
+    over that many at a time, as the sink's DoFns hand global-window dicts over."""
     batches, invalid = [], []
-    for element in elements:
-        origin = WindowedValue(element, 0, [IntervalWindow(0, 10)]) if windowed else element
-        added = batcher.add(element, origin)
+    if handover is None:
+        additions = []
+        for element in elements:
+            origin = WindowedValue(element, 0, [IntervalWindow(0, 10)]) if windowed else element
+            additions.append(batcher.add(element, origin))
+    else:
+        additions = [
+            batcher.add_elements(elements[i : i + handover])
+            for i in range(0, len(elements), handover)
+        ]
+    for added in additions:
         if added:
             batches += added.batches
             invalid += added.invalid
@@ -320,9 +332,10 @@ def test_a_logs_own_fields_naming_the_constant_group_join_it_in_order():
     assert [batches[0].element(i) for i in range(30)] == logs
 
 
+@pytest.mark.parametrize("handover", [None, 128], ids=["added", "handed-over"])
 @pytest.mark.parametrize("pure_python", [False, True])
 def test_logs_naming_their_own_topic_or_source_are_grouped_a_run_at_a_time(
-    pure_python, monkeypatch
+    pure_python, handover, monkeypatch
 ):
     if pure_python:
         monkeypatch.setattr(accelerated, "speedups", None)
@@ -341,11 +354,13 @@ def test_logs_naming_their_own_topic_or_source_are_grouped_a_run_at_a_time(
     logs[8][""] = "an empty key"  # breaks a rule: fails alone; its run goes log by log
     logs[9]["__source__"] = "s" * 200  # a source over 128 bytes: fails
     logs[10]["__source__"] = ["not", "a", "str"]  # not hashable: the per-log path refuses it
-    batches, invalid = batches_of(batcher, logs)
+    logs[11]["__source__"] = 42  # not a str: refused too
+    batches, invalid = batches_of(batcher, logs, handover=handover)
     assert sorted((log["n"], str(e).split(":")[0]) for log, _, e in invalid) == [
         (8, "key ''"),
         (9, "key '__source__'"),
         (10, "key '__source__'"),
+        (11, "key '__source__'"),
     ]
     by_group: dict = {}
     for batch in batches:
@@ -357,10 +372,12 @@ def test_logs_naming_their_own_topic_or_source_are_grouped_a_run_at_a_time(
             assert "__source__" not in log and "__topic__" not in log
     expected: dict = {}
     for log in logs:
-        if log["n"] not in (8, 9, 10):
+        if log["n"] not in (8, 9, 10, 11):
             key = (log.get("__topic__", "app"), log.get("__source__", ""))
             expected.setdefault(key, []).append(log["n"])
     assert by_group == expected  # each group's logs in order
+    if handover and not pure_python:  # grouped by their fields, then encoded in bulk
+        assert sum(batch.count for batch in batches if batch.logs is None) >= 250
 
 
 def source_of_any(element) -> str:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from sls_beam import accelerated
 from sls_beam.errors import InvalidLogError
+from sls_beam.preparing import log_content
 from sls_beam.wire import (
     SERVICE_MAX_LOGS,
     BatchLimits,
@@ -421,6 +422,41 @@ def test_the_logs_own_json_gives_them_back_as_they_are_or_is_not_kept(implementa
         assert (original is not None) == comes_back
         if original is not None:
             assert _identical(orjson.loads(b"[" + original + b"]"), run)
+
+
+@pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone has own_groups")
+@settings(max_examples=300, deadline=None)
+@given(logs=TYPED_LOGS, data=st.data())
+def test_a_logs_own_topic_and_source_are_left_out_of_the_wire_and_kept_in_its_own_json(logs, data):
+    """encode_runs_keeping(own_groups=True), for logs the batcher grouped by their own
+    __topic__ and __source__: the wire JSON of the logs without those fields, wherever
+    they stand in the log, and the logs' own JSON with them, as they were."""
+    encoder = LogEncoder()
+    try:
+        [reference_bytes(encoder, log) for log in logs]  # the keys, known
+    except InvalidLogError:
+        assume(False)
+    owned = []
+    for log in logs:
+        items = list(log.items())
+        fields = data.draw(st.lists(st.sampled_from(["__topic__", "__source__"]), unique=True))
+        for field in fields:
+            value = data.draw(st.text(st.characters(blacklist_categories=["Cs"]), max_size=9))
+            items.insert(data.draw(st.integers(0, len(items))), (field, value))
+        owned.append(dict(items))
+    runs = [owned[i : i + 3] for i in range(0, len(owned), 3)]
+    contents = [[log_content(log) for log in run] for run in runs]
+    encoded, originals = encoder.encode_runs_keeping(runs, own_groups=True)
+    assert encoded == encoder.encode_runs_keeping(contents)[0]
+    for run, wire, original in zip(runs, encoded, originals, strict=True):
+        comes_back = all(_comes_back_from_json(v) for log in run for v in log.values())
+        assert (original is not None) == (wire is not None and comes_back)
+        if original is not None:
+            assert _identical(orjson.loads(b"[" + original + b"]"), run)
+    assert encoder.encode_runs_keeping([[{"__source__": "alone"}]], own_groups=True) == (
+        [None],
+        [None],
+    )  # no field left to send: the per-log path says so
 
 
 @pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone keeps originals")
