@@ -20,9 +20,11 @@ log, the median of ``--repeat`` runs.
 
 It then measures what a dynamic group costs over a constant one where the pipeline
 cannot tell (the difference of two pipelines' times drifts by more than it): the
-bundle path's batcher alone, fed the same typed logs with ``source=`` the host
-(16 groups), with a constant source, and with each log's own ``__source__`` (the
-host), in interleaved rounds, the process's CPU time, medians. The logs are 2,048
+bundle path's batcher alone, fed the same typed logs with a constant source, and
+with each dynamic group the issue names: ``source=``, ``topic=`` or ``tags=`` a
+callable, or a log's own ``__source__``, ``__topic__`` or ``__tags__`` (16 hosts,
+or the 2 log levels as topics), in interleaved rounds, the process's CPU time,
+medians. The logs are 2,048
 made once and fed again and again: in cache, as a bundle's just-made elements are.
 """
 
@@ -63,10 +65,14 @@ def _timing(owner, name: str, spent: dict[str, float], label: str):
     return original
 
 
-def _config(source) -> SLSWriteConfig:
+def _config(source, **options) -> SLSWriteConfig:
     """The sink's configuration with ``source``, for its parts run without Beam."""
     return SLSWriteConfig(
-        endpoint="http://127.0.0.1:1", project=PROJECT, logstore=LOGSTORE, source=source
+        endpoint="http://127.0.0.1:1",
+        project=PROJECT,
+        logstore=LOGSTORE,
+        source=source,
+        **options,
     )
 
 
@@ -113,10 +119,10 @@ def breakdown(logs: int, repeat: int) -> dict[str, float]:
     return {key: round(statistics.median(run[key] for run in runs), 2) for key in runs[0]}
 
 
-def _batcher_secs(logs: list[dict], source) -> float:
+def _batcher_secs(logs: list[dict], source, **options) -> float:
     """The bundle path's batcher, handed ``logs`` as the sink's DoFn hands them over
     (``HANDOVER_ELEMENTS`` at a time), and drained: CPU seconds."""
-    config = _config(source)
+    config = _config(source, **options)
     batcher = batching.KeyedBatcher(
         LogPreparer(config),
         config.limits(),
@@ -131,22 +137,45 @@ def _batcher_secs(logs: list[dict], source) -> float:
     return time.process_time() - started
 
 
+def _topic_of(log: dict) -> str:
+    return log["level"]
+
+
+def _tags_of(log: dict) -> dict:
+    return {"host": log["host"]}
+
+
 def dynamic_group_extra(logs: int, repeat: int) -> dict[str, float]:
-    """µs a log of the batcher with a source callable and with a constant source, and
-    the difference: what a dynamic group costs (see the module)."""
+    """µs a log of the batcher with each dynamic group the issue names (16 hosts, or
+    the log level's 2 topics), over a constant source: what a dynamic group costs (see
+    the module)."""
     distinct = list(make_typed_logs(0, 2048))
-    data = distinct * max(1, logs // len(distinct))
-    own = [dict(log, __source__=log["host"]) for log in distinct] * max(1, logs // len(distinct))
-    secs: dict[str, list[float]] = {"source callable": [], "constant source": [], "own": []}
+    times = max(1, logs // len(distinct))
+
+    def own(field: str, value) -> list[dict]:
+        return [{**log, field: value(log)} for log in distinct] * times
+
+    cases = {
+        "constant source": (distinct * times, "app", {}),
+        "source callable": (distinct * times, source_of, {}),
+        "topic callable": (distinct * times, "app", {"topic": _topic_of}),
+        "tags callable": (distinct * times, "app", {"tags": _tags_of}),
+        "own __source__": (own("__source__", source_of), "app", {}),
+        "own __topic__": (own("__topic__", _topic_of), "app", {}),
+        "own __tags__": (own("__tags__", _tags_of), "app", {}),
+        "own __source__, source callable": (own("__source__", source_of), source_of, {}),
+    }
+    secs: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeat):
-        secs["source callable"].append(_batcher_secs(data, source_of))
-        secs["constant source"].append(_batcher_secs(data, "app"))
-        secs["own"].append(_batcher_secs(own, "app"))
-    figures = {name: statistics.median(runs) / len(data) * 1e6 for name, runs in secs.items()}
-    figures["extra"] = figures["source callable"] - figures["constant source"]
-    # The logs' own __source__ (the host), over the constant source.
-    figures["own __source__ extra"] = figures.pop("own") - figures["constant source"]
-    return {name: round(micros, 3) for name, micros in figures.items()}
+        for name, (data, source, options) in cases.items():
+            secs[name].append(_batcher_secs(data, source, **options))
+    count = len(distinct) * times
+    constant = statistics.median(secs["constant source"]) / count * 1e6
+    figures = {"constant source": round(constant, 3)}
+    for name, runs in secs.items():
+        if name != "constant source":
+            figures[f"{name}, extra"] = round(statistics.median(runs) / count * 1e6 - constant, 3)
+    return figures
 
 
 def main() -> None:

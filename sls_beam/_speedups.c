@@ -14,13 +14,16 @@
  * (bytes) is JSON written at the end of every log (its `__time__`). With `keep_originals`,
  * it also gives each run's logs as JSON with their values as they are, where JSON gives
  * them back unchanged (see Originals): what the batcher keeps for a failed record. With
- * `own_groups`, a log's own __topic__ and __source__ (str values: the caller grouped the
- * logs by them) are left out of the wire JSON, and kept in the originals.
+ * `own_groups`, a log's own __topic__, __source__ (str values) and __tags__ (a dict: the
+ * caller grouped the logs by them) are left out of the wire JSON, and kept in the
+ * originals.
  *
  * group_by(keys, items): the batcher's runs of the logs a source callable named.
  *
- * plain_runs(elements): where the runs of elements the batcher's bulk lane takes as they
- * come, and of the others, end.
+ * element_runs(elements): the runs of elements the batcher's bulk lane takes as they come,
+ * of those that name their own topic, source or tags, and of the others.
+ *
+ * group_by_own(logs): the batcher's runs of logs that name their own topic, source or tags.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -255,7 +258,7 @@ typedef struct {
     Written nested;
     const char *nested_text; /* the last nested value's orjson text, and its size */
     Py_ssize_t nested_size;
-    int own_groups; /* the logs' own __topic__ and __source__ set their group: not sent */
+    int own_groups; /* the logs' own __topic__, __source__, __tags__ set their group: not sent */
 } Run;
 
 static int write_all(Written *written) {
@@ -574,26 +577,47 @@ static int put_original(Originals *originals, const Buffer *buffer, Py_ssize_t k
     return 0;
 }
 
-/* Whether `key` is "__topic__" or "__source__": with `own_groups`, fields that set the
- * log's group, which the caller has grouped it by. */
-static int sets_group(PyObject *key) {
-    if (key == group_fields[0] || key == group_fields[1]) {
-        return 1;
+/* Which field that sets the log's group `key` is (with `own_groups`: the caller has
+ * grouped the logs by them): 1 "__topic__", 2 "__source__", 3 "__tags__"; 0 none. */
+static int group_field(PyObject *key) {
+    for (int field = 0; field < 3; field++) {
+        if (key == group_fields[field]) {
+            return field + 1;
+        }
     }
     if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key)) {
         return 0;
     }
     Py_ssize_t size = PyUnicode_GET_LENGTH(key);
     const char *text = (const char *)PyUnicode_1BYTE_DATA(key);
-    return (size == 9 && memcmp(text, "__topic__", 9) == 0) ||
-           (size == 10 && memcmp(text, "__source__", 10) == 0);
+    if (size == 9 && memcmp(text, "__topic__", 9) == 0) {
+        return 1;
+    }
+    if (size == 10 && memcmp(text, "__source__", 10) == 0) {
+        return 2;
+    }
+    return size == 8 && memcmp(text, "__tags__", 8) == 0 ? 3 : 0;
 }
 
-/* A field that sets the log's group: not sent, but in `originals` (unless NULL) as it
- * is, after a comma when `comma`. Its value must be a str (else the log is not plain: 1);
- * -1: no memory. */
-static int put_group_field(Originals *originals, PyObject *key, PyObject *value, int comma) {
-    if (!PyUnicode_CheckExact(value)) {
+/* A field that sets the log's group (`field`, see group_field): not sent, but in
+ * `originals` (unless NULL) as it is, after a comma when `comma`. A topic or source must
+ * be a str, tags an exact dict (else the log is not plain: 1); -1: no memory. */
+static int put_group_field(Originals *originals, Run *run, int field, PyObject *key,
+                           PyObject *value, int comma) {
+    const char *text = NULL;
+    Py_ssize_t size = 0;
+    if (field == 3) { /* tags: their orjson text, among the run's nested values */
+        if (!PyDict_CheckExact(value) || (text = text_of(&run->nested, value)) == NULL) {
+            return 1;
+        }
+        const char *end = nested_end(text);
+        run->nested.next = end + 1; /* after the comma */
+        size = end - text;
+        if (originals != NULL && !reads_back(value, 0)) {
+            originals->faithful = 0;
+            originals = NULL;
+        }
+    } else if (!PyUnicode_CheckExact(value)) {
         return 1;
     }
     if (originals == NULL) {
@@ -607,7 +631,8 @@ static int put_group_field(Originals *originals, PyObject *key, PyObject *value,
         result = PUT_LITERAL(&originals->buffer, ":");
     }
     if (result == 0) {
-        result = put_str(&originals->buffer, value, MAX_VALUE_BYTES);
+        result = text != NULL ? put(&originals->buffer, text, size)
+                              : put_str(&originals->buffer, value, MAX_VALUE_BYTES);
     }
     return result;
 }
@@ -690,10 +715,10 @@ static int put_log(Buffer *buffer, Originals *originals, PyObject *log, PyObject
         /* A value's writing may run code (orjson, a str of an int): hold the pair. */
         Py_INCREF(key);
         Py_INCREF(value);
-        int result;
-        if (run->own_groups && sets_group(key)) {
-            result = put_group_field(originals && originals->faithful ? originals : NULL, key,
-                                     value, original_place > 0);
+        int result, field = run->own_groups ? group_field(key) : 0;
+        if (field) {
+            result = put_group_field(originals && originals->faithful ? originals : NULL, run,
+                                     field, key, value, original_place > 0);
         } else {
             Py_ssize_t key_start = buffer->size, value_start = 0;
             result = put_key(buffer, key, place, known_keys, keys);
@@ -944,45 +969,150 @@ static PyObject *group_by(PyObject *module, PyObject *args) {
     return groups;
 }
 
-/* plain_runs(elements) -> list[int]: where the runs of plain elements (exactly dicts that
- * name no group field of their own: __topic__, __source__, __tags__) and of the others end,
- * in turn: the end of the first plain run (0 when the first element is not plain), of the
- * others after it, of the next plain run...; the last is len(elements). */
-static PyObject *plain_runs(PyObject *module, PyObject *elements) {
+/* The kinds of element_runs: what the batcher's bulk lane does with a run of them. */
+enum { PLAIN_RUN = 0, OWN_GROUP_RUN = 1, OTHER_RUN = 2 };
+
+/* The kind of one element (see element_runs), or -1 with an exception set. */
+static int element_kind(PyObject *element) {
+    if (!PyDict_CheckExact(element)) {
+        return OTHER_RUN;
+    }
+    for (int field = 0; field < 3; field++) {
+        int has = PyDict_Contains(element, group_fields[field]);
+        if (has != 0) {
+            return has < 0 ? -1 : OWN_GROUP_RUN;
+        }
+    }
+    return PLAIN_RUN;
+}
+
+/* element_runs(elements) -> list[tuple[int, int]]: the runs of elements of one kind, in
+ * order, as (kind, end): 0, plain (exactly dicts that name no group field of their own:
+ * __topic__, __source__, __tags__); 1, exactly dicts that name one; 2, the others. */
+static PyObject *element_runs(PyObject *module, PyObject *elements) {
     if (!PyList_Check(elements)) {
-        PyErr_SetString(PyExc_TypeError, "plain_runs takes a list");
+        PyErr_SetString(PyExc_TypeError, "element_runs takes a list");
         return NULL;
     }
-    PyObject *bounds = PyList_New(0);
-    int in_plain = 1;
-    for (Py_ssize_t index = 0; bounds != NULL && index < PyList_GET_SIZE(elements); index++) {
+    PyObject *runs = PyList_New(0);
+    int kind = -1;
+    Py_ssize_t index = 0;
+    for (; runs != NULL && index < PyList_GET_SIZE(elements); index++) {
         /* Held: a key's __eq__ (the user's, in a dict with a colliding hash) may change
          * the list. */
         PyObject *element = Py_NewRef(PyList_GET_ITEM(elements, index));
-        int apart = !PyDict_CheckExact(element);
-        for (int field = 0; !apart && field < 3; field++) {
-            apart = PyDict_Contains(element, group_fields[field]);
-        }
+        int this_kind = element_kind(element);
         Py_DECREF(element);
-        if (apart < 0) {
-            Py_CLEAR(bounds);
-        } else if (apart == in_plain) {
-            PyObject *bound = PyLong_FromSsize_t(index);
-            if (bound == NULL || PyList_Append(bounds, bound) < 0) {
-                Py_CLEAR(bounds);
+        if (this_kind < 0) {
+            Py_CLEAR(runs);
+        } else if (this_kind != kind) {
+            PyObject *run = kind < 0 ? NULL : Py_BuildValue("(in)", kind, index);
+            if (kind >= 0 && (run == NULL || PyList_Append(runs, run) < 0)) {
+                Py_CLEAR(runs);
             }
-            Py_XDECREF(bound);
-            in_plain = !apart;
+            Py_XDECREF(run);
+            kind = this_kind;
         }
     }
-    if (bounds != NULL) {
-        PyObject *end = PyLong_FromSsize_t(PyList_GET_SIZE(elements));
-        if (end == NULL || PyList_Append(bounds, end) < 0) {
-            Py_CLEAR(bounds);
+    if (runs != NULL && kind >= 0) {
+        PyObject *run = Py_BuildValue("(in)", kind, index);
+        if (run == NULL || PyList_Append(runs, run) < 0) {
+            Py_CLEAR(runs);
         }
-        Py_XDECREF(end);
+        Py_XDECREF(run);
     }
-    return bounds;
+    return runs;
+}
+
+/* A log's own tags as a key to group by: None where it has none; its (key, value) pairs,
+ * in order, where they are all exact str; else Ellipsis (the caller takes such logs one
+ * by one: values that compare equal but are written differently, 1 and True, must not
+ * share a group). A new reference, or NULL with an exception set. */
+static PyObject *tags_key(PyObject *tags) {
+    if (tags == NULL) {
+        return Py_NewRef(Py_None);
+    }
+    if (!PyDict_CheckExact(tags)) {
+        return Py_NewRef(Py_Ellipsis);
+    }
+    PyObject *pairs = PyTuple_New(PyDict_GET_SIZE(tags));
+    Py_ssize_t position = 0, index = 0;
+    PyObject *key, *value;
+    while (pairs != NULL && PyDict_Next(tags, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(value) ||
+            index >= PyTuple_GET_SIZE(pairs)) {
+            Py_DECREF(pairs);
+            return Py_NewRef(Py_Ellipsis);
+        }
+        PyObject *pair = PyTuple_Pack(2, key, value);
+        if (pair == NULL) {
+            Py_CLEAR(pairs);
+        } else {
+            PyTuple_SET_ITEM(pairs, index++, pair);
+        }
+    }
+    return pairs;
+}
+
+/* The key a log is grouped by (see group_by_own); NULL with an exception set. */
+static PyObject *own_key(PyObject *log) {
+    if (!PyDict_Check(log)) {
+        PyErr_SetString(PyExc_TypeError, "group_by_own takes dicts");
+        return NULL;
+    }
+    PyObject *fields[3];
+    for (int field = 0; field < 3; field++) {
+        fields[field] = PyDict_GetItemWithError(log, group_fields[field]); /* borrowed */
+        if (fields[field] == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    PyObject *tags = tags_key(fields[2]);
+    if (tags == NULL) {
+        return NULL;
+    }
+    for (int field = 0; field < 2; field++) { /* None where absent; an own None: Ellipsis */
+        fields[field] = fields[field] == NULL      ? Py_None
+                        : fields[field] == Py_None ? Py_Ellipsis
+                                                   : fields[field];
+    }
+    PyObject *key = PyTuple_Pack(3, fields[0], fields[1], tags);
+    Py_DECREF(tags);
+    return key;
+}
+
+/* group_by_own(logs) -> {(topic, source, tags): [log, ...]}: dicts grouped by their own
+ * __topic__, __source__ and __tags__ (see tags_key), in order: None where absent,
+ * Ellipsis where a log's own is None (the caller takes such logs one by one). TypeError
+ * for a topic or source that is not hashable. */
+static PyObject *group_by_own(PyObject *module, PyObject *logs) {
+    if (!PyList_Check(logs)) {
+        PyErr_SetString(PyExc_TypeError, "group_by_own takes a list");
+        return NULL;
+    }
+    PyObject *groups = PyDict_New();
+    for (Py_ssize_t i = 0; groups != NULL && i < PyList_GET_SIZE(logs); i++) {
+        PyObject *log = Py_NewRef(PyList_GET_ITEM(logs, i));
+        PyObject *key = own_key(log);
+        PyObject *group = key ? PyDict_GetItemWithError(groups, key) : NULL; /* borrowed */
+        int failed = key == NULL;
+        if (!failed && group == NULL) {
+            failed = PyErr_Occurred() != NULL;
+            if (!failed) {
+                PyObject *fresh = PyList_New(0);
+                failed = fresh == NULL || PyDict_SetItem(groups, key, fresh) < 0;
+                group = fresh;
+                Py_XDECREF(fresh); /* the dict holds it */
+            }
+        }
+        failed = failed || PyList_Append(group, log) < 0;
+        Py_XDECREF(key);
+        Py_DECREF(log);
+        if (failed) {
+            Py_CLEAR(groups);
+        }
+    }
+    return groups;
 }
 
 /* ---- encode_json_lines: JSON text, one object a line, to the wire JSON ----
@@ -1564,10 +1694,14 @@ static PyMethodDef methods[] = {
      "or None where JSON would not give them back as they were."},
     {"group_by", group_by, METH_VARARGS,
      "group_by(keys, items) -> dict[key, list]\n\nThe items of each key, in order."},
-    {"plain_runs", plain_runs, METH_O,
-     "plain_runs(elements) -> list[int]\n\nWhere the runs of plain elements (exactly dicts without\n"
-     "__topic__, __source__ or __tags__) and of the others end, in turn, starting with a\n"
-     "plain run (maybe empty); the last is len(elements)."},
+    {"element_runs", element_runs, METH_O,
+     "element_runs(elements) -> list[tuple[int, int]]\n\nThe runs of elements of one kind, as\n"
+     "(kind, end): 0, exactly dicts without __topic__, __source__ or __tags__; 1, exactly\n"
+     "dicts with one of them; 2, the others."},
+    {"group_by_own", group_by_own, METH_O,
+     "group_by_own(logs) -> dict[tuple, list]\n\nDicts grouped by their own (__topic__,\n"
+     "__source__, __tags__), in order: None where absent, Ellipsis where None; tags as\n"
+     "their (key, value) pairs where all are str, else Ellipsis."},
     {"encode_json_lines", encode_json_lines, METH_VARARGS,
      "encode_json_lines(text, tail, max_log_bytes)\n"
      "    -> tuple[bytes, bytes, bytes, bytes]\n\n"

@@ -214,22 +214,62 @@ def _group_by(keys: list, items: list) -> dict[Any, list]:
     return groups
 
 
-def _plain_runs(elements: list) -> list[int]:
-    """Where the runs of elements the bulk lane takes as they come (exactly dicts that name
-    no ``__topic__``, ``__source__`` or ``__tags__`` of their own) and of the others end,
-    in turn, starting with a plain run (maybe empty); the last is ``len(elements)`` (in C
-    where built)."""
+#: The kinds of :func:`_element_runs`: plain dicts, the bulk lane takes them as they come;
+#: dicts that name their own topic, source or tags, grouped by those; the others.
+PLAIN_RUN, OWN_GROUP_RUN, OTHER_RUN = 0, 1, 2
+
+
+def _element_kind(element: Any) -> int:
+    if element.__class__ is not dict:
+        return OTHER_RUN
+    return OWN_GROUP_RUN if names_own_group(element) else PLAIN_RUN
+
+
+def _element_runs(elements: list) -> list[tuple[int, int]]:
+    """The runs of elements of one kind (see :data:`PLAIN_RUN`), in order, as (kind, end)
+    (in C where built)."""
     if accelerated.speedups is not None:
-        return accelerated.speedups.plain_runs(elements)
-    bounds = []
-    in_plain = True
+        return accelerated.speedups.element_runs(elements)
+    runs: list[tuple[int, int]] = []
     for index, element in enumerate(elements):
-        plain = element.__class__ is dict and not names_own_group(element)
-        if plain != in_plain:
-            bounds.append(index)
-            in_plain = plain
-    bounds.append(len(elements))
-    return bounds
+        kind = _element_kind(element)
+        if runs and runs[-1][0] == kind:
+            runs[-1] = (kind, index + 1)
+        else:
+            runs.append((kind, index + 1))
+    return runs
+
+
+def _own_key(log: dict) -> tuple:
+    """What :func:`_group_by_own` groups a log by: its own topic, source and tags, each
+    ``None`` where absent and ``...`` where the log's own is ``None`` (such logs are
+    taken one by one); its tags as their (key, value) pairs, in order, where all are
+    exactly str, else ``...`` (values that compare equal but are written differently,
+    ``1`` and ``True``, must not share a group)."""
+    topic, source = (
+        None if field not in log else ... if log[field] is None else log[field]
+        for field in ("__topic__", "__source__")
+    )
+    tags = log.get("__tags__", _ABSENT)
+    if tags is _ABSENT:
+        return topic, source, None
+    if tags.__class__ is dict:
+        pairs = tuple(tags.items())
+        if all(key.__class__ is str and value.__class__ is str for key, value in pairs):
+            return topic, source, pairs
+    return topic, source, ...
+
+
+_ABSENT = object()
+
+
+def _group_by_own(logs: list[dict]) -> dict[tuple, list[dict]]:
+    """Dicts grouped by their own ``(__topic__, __source__, __tags__)`` (see
+    :func:`_own_key`), in order (in C where built). TypeError for a topic or source that
+    is not hashable."""
+    if accelerated.speedups is not None:
+        return accelerated.speedups.group_by_own(logs)
+    return _group_by(list(map(_own_key, logs)), logs)
 
 
 #: What a log's own topic or source may be to be grouped with its like (None: absent).
@@ -431,33 +471,25 @@ class KeyedBatcher:
         """Add elements of the shared window without event times, each its own origin, in
         order: the same as :meth:`add` of each, in fewer Python steps. Beam calls a DoFn
         once an element; a DoFn that gathers elements and hands them over together spares
-        the batcher's per-element checks (~0.15 µs a log): its runs of plain dicts go to
-        the bulk lane whole, found in C where built (:func:`_plain_runs`); the others (a
-        subclass, another type, a log naming its own group) are added one by one."""
+        the batcher's per-element checks (~0.15 µs a log): one scan (in C where built,
+        :func:`_element_runs`) finds the runs of plain dicts, which go to the bulk lane
+        whole, and of dicts naming their own topic or source, which wait together with a
+        constant group (see :meth:`_owned_runs`); the others are added one by one."""
         if not self._bulk:
             return _merged(self.add(element, element) for element in elements)
         outcomes = []
         start = 0
-        for run, end in enumerate(_plain_runs(elements)):
-            if run % 2 == 0:
-                if end > start:
-                    outcomes.append(self._wait_plain(elements[start:end]))
+        for kind, end in _element_runs(elements):
+            run = elements[start:end]
+            if kind == PLAIN_RUN:
+                outcomes.append(self._wait_plain(run))
+            elif kind == OWN_GROUP_RUN and self._owned is not None:
+                self._owned += run
+                outcomes.append(self._waited(len(run)))
             else:
-                outcomes += self._add_apart(elements[start:end])
+                outcomes += [self.add(element, element) for element in run]
             start = end
         return _merged(outcomes)
-
-    def _add_apart(self, run: list) -> list[Added | None]:
-        """A run of a handed-over list that is not plain dicts: dicts that name their own
-        topic or source (no tags), with a constant group configured, wait together (see
-        :meth:`_owned_runs`); else each is added on its own."""
-        owned = self._owned
-        if owned is not None and all(
-            element.__class__ is dict and "__tags__" not in element for element in run
-        ):
-            owned += run
-            return [self._waited(len(run))]
-        return [self.add(element, element) for element in run]
 
     def _wait_plain(self, run: list) -> Added | None:
         """Plain dicts without group fields of their own (each its own content and origin)
@@ -652,29 +684,56 @@ class KeyedBatcher:
         encoded, originals = self._preparer.encode_runs_keeping(
             [contents for _, (_, contents) in runs], own_groups=bool(owned)
         )
+        open_batches = self._open
         for (group, (elements, contents)), joined, original in zip(
             runs, encoded, originals, strict=True
         ):
+            # The common case inline (a source per element makes ~16 runs of 128 logs, and
+            # three calls a run cost ~0.1 µs a log): the logs, kept as their own JSON, fit
+            # the group's open batch and leave it short of full.
+            batch = open_batches.get(group)
+            if batch is not None and original is not None and elements is contents:
+                count = len(elements)
+                size = len(joined)
+                if (
+                    batch.count + count < batch.full_at
+                    and batch.nbytes + batch.count + size <= batch.room
+                ):
+                    cost = size if original is joined else size + len(original)
+                    batch.pieces.append(joined)
+                    batch.runs.append(original)
+                    batch.counts.append(count)
+                    batch.loose = False
+                    batch.count += count
+                    batch.nbytes += size - (count - 1)
+                    batch.cost += cost
+                    self.buffered_bytes += cost
+                    continue
             self._place(group, elements, contents, joined, original, added)
+        self._make_room(added)
         return added
 
     def _owned_runs(self, logs: list, added: Added) -> list[tuple[LogGroup, tuple]]:
-        """The waiting logs that name their own topic or source as runs, per group: grouped
-        by those fields (in C where built), each log its own content (the encoder leaves
-        the fields out of the wire JSON, and keeps them in the logs' own JSON for a failed
-        record). Logs whose fields are not str or break a rule take the general way, with
-        their content copied without the fields (a log that breaks a rule fails alone)."""
-        keys = [(log.get("__topic__"), log.get("__source__")) for log in logs]
+        """The waiting logs that name their own topic, source or tags as runs, per group:
+        grouped by those fields (in C where built), each log its own content (the encoder
+        leaves the fields out of the wire JSON, and keeps them in the logs' own JSON for a
+        failed record). Logs whose fields are not str (tags: not a dict of str) or break a
+        rule take the general way, with their content copied without the fields (a log
+        that breaks a rule fails alone)."""
         runs: list = []
         loose: list = []
         try:
-            by_fields = _group_by(keys, logs).items()
+            by_fields = _group_by_own(logs).items()
         except TypeError:  # a field that is not hashable: refused below, log by log
             by_fields, loose = (), list(logs)
-        for (topic, source), run in by_fields:
-            if topic.__class__ in _OWN_FIELD_TYPES and source.__class__ in _OWN_FIELD_TYPES:
+        for (topic, source, tags), run in by_fields:
+            if (
+                topic.__class__ in _OWN_FIELD_TYPES
+                and source.__class__ in _OWN_FIELD_TYPES
+                and tags is not ...
+            ):
                 try:
-                    runs.append((self._preparer.group_of_own(topic, source), (run, run)))
+                    runs.append((self._preparer.group_of_own(topic, source, tags), (run, run)))
                     continue
                 except InvalidLogError:
                     pass

@@ -84,6 +84,8 @@ class LogPreparer:
         )
         # (topic, source, tag texts) → its group, validated once.
         self._groups = Memo(lambda key: LogGroup.of(key[0], key[1], dict(key[2])))
+        # (a log's own topic, source, tag pairs) → its group, with constant options.
+        self._own_groups = Memo(self._own_group)
         # The usual dynamic group (a source per file, host, ...): only `source` is a
         # callable; its string → the group, without the general path's steps.
         self._source_groups = None
@@ -208,15 +210,25 @@ class LogPreparer:
         config = self._config
         return LogGroup.of(config.topic, source, config.tags)  # None: no source; else refused
 
-    def group_of_own(self, topic: str | None, source: str | None) -> LogGroup:
-        """The group of logs that name their own ``__topic__`` or ``__source__`` (``None``:
-        the configuration's), where the configuration's are constants (see
-        :attr:`static_group`). Raises InvalidLogError if one breaks a rule."""
+    def group_of_own(
+        self, topic: str | None, source: str | None, tags: tuple[tuple[str, str], ...] | None
+    ) -> LogGroup:
+        """The group of logs that name their own ``__topic__``, ``__source__`` or
+        ``__tags__`` (its (key, value) pairs, str; ``None``: the configuration's), where
+        the configuration's are constants (see :attr:`static_group`); a log's own tags
+        join the configuration's. Raises InvalidLogError if one breaks a rule."""
+        return self._own_groups[topic, source, tags]
+
+    def _own_group(self, key: tuple) -> LogGroup:
+        topic, source, tags = key
         config = self._config
+        texts = _tag_texts(config.tags) if config.tags else ()
+        if tags:
+            texts = tuple({**dict(texts), **dict(tags)}.items())
         return self._groups[
             config.topic if topic is None else topic,
             config.source if source is None else source,
-            _tag_texts(config.tags) if config.tags else (),
+            texts,
         ]
 
     def encode_many(self, logs: list[dict]) -> bytes | None:

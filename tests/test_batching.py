@@ -14,7 +14,7 @@ from sls_beam import accelerated, batching
 from sls_beam.batching import Batch, KeyedBatcher, PackedElements, SentChunks
 from sls_beam.config import SLSWriteConfig
 from sls_beam.json_lines import JsonLines
-from sls_beam.preparing import LogPreparer
+from sls_beam.preparing import LogPreparer, names_own_group
 from sls_beam.wire import BatchLimits, LogGroup
 from tests.helpers import LOGSTORE, PROJECT
 
@@ -334,7 +334,7 @@ def test_a_logs_own_fields_naming_the_constant_group_join_it_in_order():
 
 @pytest.mark.parametrize("handover", [None, 128], ids=["added", "handed-over"])
 @pytest.mark.parametrize("pure_python", [False, True])
-def test_logs_naming_their_own_topic_or_source_are_grouped_a_run_at_a_time(
+def test_logs_naming_their_own_topic_source_or_tags_are_grouped_a_run_at_a_time(
     pure_python, handover, monkeypatch
 ):
     if pure_python:
@@ -349,33 +349,46 @@ def test_logs_naming_their_own_topic_or_source_are_grouped_a_run_at_a_time(
             log["__source__"] = f"host-{n % 4}"
         if n % 5 == 0:
             log["__topic__"] = "audit"
+        if n % 7 == 0:  # its own tags join the configuration's (and override them)
+            log["__tags__"] = {"pod": f"p-{n % 2}"} if n % 2 else {"env": "dev", "pod": "p"}
         logs.append(log)
     logs[7]["bad key"] = "x" * 200  # still written: spaces are no rule
     logs[8][""] = "an empty key"  # breaks a rule: fails alone; its run goes log by log
     logs[9]["__source__"] = "s" * 200  # a source over 128 bytes: fails
     logs[10]["__source__"] = ["not", "a", "str"]  # not hashable: the per-log path refuses it
     logs[11]["__source__"] = 42  # not a str: refused too
+    logs[12]["__tags__"] = {"pod": 1}  # not a str: the per-log path writes it as text
+    logs[13]["__tags__"] = None  # not a mapping: refused
+    logs[16]["__source__"] = None  # its own None: no source (not the configuration's)
     batches, invalid = batches_of(batcher, logs, handover=handover)
     assert sorted((log["n"], str(e).split(":")[0]) for log, _, e in invalid) == [
         (8, "key ''"),
         (9, "key '__source__'"),
         (10, "key '__source__'"),
         (11, "key '__source__'"),
+        (13, "key '__tags__'"),
     ]
     by_group: dict = {}
     for batch in batches:
-        assert batch.group.tags == (("env", "prod"),)
         for i, log in enumerate(sent(batch)):
-            by_group.setdefault((batch.group.topic, batch.group.source), []).append(int(log["n"]))
+            key = (batch.group.topic, batch.group.source, batch.group.tags)
+            by_group.setdefault(key, []).append(int(log["n"]))
             element = batch.element(i)  # the element as it was, its own fields included
             assert element == logs[int(log["n"])]
-            assert "__source__" not in log and "__topic__" not in log
+            assert not names_own_group(log)
     expected: dict = {}
     for log in logs:
-        if log["n"] not in (8, 9, 10, 11):
-            key = (log.get("__topic__", "app"), log.get("__source__", ""))
+        if log["n"] not in (8, 9, 10, 11, 13):
+            tags = {"env": "prod", **{k: str(v) for k, v in log.get("__tags__", {}).items()}}
+            source = log.get("__source__", "") or ""
+            key = (log.get("__topic__", "app"), source, tuple(sorted(tags.items())))
             expected.setdefault(key, []).append(log["n"])
-    assert by_group == expected  # each group's logs in order
+    # Each group's logs, and in order within a lane: logs that name the constant group
+    # (source None) join the plain logs' runs after them (requests keep no order anyway).
+    assert {key: sorted(ns) for key, ns in by_group.items()} == expected
+    static = ("app", "", (("env", "prod"),))
+    assert all(ns == sorted(ns) for key, ns in by_group.items() if key != static)
+    assert ("app", "", (("env", "prod"), ("pod", "1"))) in expected
     if handover and not pure_python:  # grouped by their fields, then encoded in bulk
         assert sum(batch.count for batch in batches if batch.logs is None) >= 250
 
@@ -471,11 +484,63 @@ def test_elements_handed_over_together_make_what_each_added_alone_makes(
     assert any(("own", "tags") in tags for (_, _, tags), _, _ in logs)
 
 
-def test_plain_runs_are_where_the_bulk_lane_takes_elements_as_they_come(monkeypatch):
-    elements = [{}, {"a": 1}, Line(a=1), {"__tags__": {}}, {"b": 2}, "text", {1: 2}]
-    cases = [elements, elements[2:], elements[:2], [], ["text"]]
-    found = [batching._plain_runs(case) for case in cases]
+def test_element_runs_are_what_the_bulk_lane_does_with_each_element(monkeypatch):
+    elements = [
+        {},
+        {"a": 1},
+        Line(a=1),
+        {"__tags__": {}},
+        {"__source__": "s", "b": 2},
+        {"__topic__": "t"},
+        {"__topic__": "t", "__tags__": {}},
+        {"b": 2},
+        "text",
+        {1: 2},
+    ]
+    cases = [elements, elements[2:], elements[:2], [], ["text"], elements[4:6]]
+    found = [batching._element_runs(case) for case in cases]
+    plain, own, other = batching.PLAIN_RUN, batching.OWN_GROUP_RUN, batching.OTHER_RUN
     # {1: 2}: plain here; the encoder refuses its key later, and it goes log by log
-    assert found == [[2, 4, 5, 6, 7], [0, 2, 3, 4, 5], [2], [0], [0, 1]]
+    assert found == [
+        [(plain, 2), (other, 3), (own, 7), (plain, 8), (other, 9), (plain, 10)],
+        [(other, 1), (own, 5), (plain, 6), (other, 7), (plain, 8)],
+        [(plain, 2)],
+        [],
+        [(other, 1)],
+        [(own, 2)],
+    ]
     monkeypatch.setattr(accelerated, "speedups", None)
-    assert [batching._plain_runs(case) for case in cases] == found
+    assert [batching._element_runs(case) for case in cases] == found
+
+
+def test_group_by_own_groups_by_the_logs_own_topic_source_and_tags(monkeypatch):
+    logs = [{"__source__": "a"}, {"__topic__": "t"}, {"__source__": "a", "x": 1}, {}]
+    logs += [
+        {"__topic__": "t", "__source__": 7},
+        {"__tags__": {"k": "v", "j": "w"}, "__source__": "a"},
+        {"__source__": "a", "__tags__": {"k": "v", "j": "w"}, "y": 2},
+        {"__tags__": {"k": 1}},  # not str: taken one by one
+        {"__tags__": {"k": True}},
+        {"__tags__": ["k"]},
+        {"__source__": None},  # an own None is not the configuration's source
+        {"__topic__": None, "__tags__": None},
+    ]
+    found = batching._group_by_own(logs)
+    pairs = (("k", "v"), ("j", "w"))
+    assert list(found.items()) == [
+        ((None, "a", None), [logs[0], logs[2]]),
+        (("t", None, None), [logs[1]]),
+        ((None, None, None), [logs[3]]),
+        (("t", 7, None), [logs[4]]),
+        ((None, "a", pairs), [logs[5], logs[6]]),
+        ((None, None, ...), logs[7:10]),
+        ((None, ..., None), [logs[10]]),
+        ((..., None, ...), [logs[11]]),
+    ]
+    assert all(a is b for a, b in zip(found[None, "a", None], [logs[0], logs[2]], strict=True))
+    with pytest.raises(TypeError):
+        batching._group_by_own([{"__source__": ["not", "hashable"]}])
+    monkeypatch.setattr(accelerated, "speedups", None)
+    assert list(batching._group_by_own(logs).items()) == list(found.items())
+    with pytest.raises(TypeError):
+        batching._group_by_own([{"__source__": ["not", "hashable"]}])

@@ -427,10 +427,11 @@ def test_the_logs_own_json_gives_them_back_as_they_are_or_is_not_kept(implementa
 @pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone has own_groups")
 @settings(max_examples=300, deadline=None)
 @given(logs=TYPED_LOGS, data=st.data())
-def test_a_logs_own_topic_and_source_are_left_out_of_the_wire_and_kept_in_its_own_json(logs, data):
+def test_a_logs_own_group_fields_are_left_out_of_the_wire_and_kept_in_its_own_json(logs, data):
     """encode_runs_keeping(own_groups=True), for logs the batcher grouped by their own
-    __topic__ and __source__: the wire JSON of the logs without those fields, wherever
-    they stand in the log, and the logs' own JSON with them, as they were."""
+    __topic__, __source__ and __tags__: the wire JSON of the logs without those fields,
+    wherever they stand in the log (among nested values, whose places the tags share),
+    and the logs' own JSON with them, as they were."""
     encoder = LogEncoder()
     try:
         [reference_bytes(encoder, log) for log in logs]  # the keys, known
@@ -439,9 +440,15 @@ def test_a_logs_own_topic_and_source_are_left_out_of_the_wire_and_kept_in_its_ow
     owned = []
     for log in logs:
         items = list(log.items())
-        fields = data.draw(st.lists(st.sampled_from(["__topic__", "__source__"]), unique=True))
+        fields = data.draw(
+            st.lists(st.sampled_from(["__topic__", "__source__", "__tags__"]), unique=True)
+        )
         for field in fields:
-            value = data.draw(st.text(st.characters(blacklist_categories=["Cs"]), max_size=9))
+            text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=9)
+            if field == "__tags__":  # text, or a value that does not come back (a tuple)
+                value = data.draw(st.dictionaries(text, text | st.tuples(text), max_size=3))
+            else:
+                value = data.draw(text)
             items.insert(data.draw(st.integers(0, len(items))), (field, value))
         owned.append(dict(items))
     runs = [owned[i : i + 3] for i in range(0, len(owned), 3)]
