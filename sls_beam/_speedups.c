@@ -23,7 +23,8 @@
  * element_runs(elements): the runs of elements the batcher's bulk lane takes as they come,
  * of those that name their own topic, source or tags, and of the others.
  *
- * group_by_own(logs): the batcher's runs of logs that name their own topic, source or tags.
+ * group_by_fields(logs, topics, sources, tags): the batcher's runs of logs whose group
+ * is their own fields' or their callables'.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1024,16 +1025,14 @@ static PyObject *element_runs(PyObject *module, PyObject *elements) {
     return runs;
 }
 
-/* A log's own tags as a key to group by: None where it has none; its (key, value) pairs,
- * in order, where they are all exact str; else Ellipsis (the caller takes such logs one
- * by one: values that compare equal but are written differently, 1 and True, must not
- * share a group). A new reference, or NULL with an exception set. */
-static PyObject *tags_key(PyObject *tags) {
-    if (tags == NULL) {
-        return Py_NewRef(Py_None);
-    }
+/* Tags (a log's own, or a tags callable's) as part of a key to group by: their (key,
+ * value) pairs, in order, where `tags` is an exact dict of exact str; else NULL, no
+ * exception set: the caller takes the log one by one (values that compare equal but are
+ * written differently, 1 and True, must not share a group). NULL with an exception set:
+ * no memory. */
+static PyObject *tag_pairs(PyObject *tags) {
     if (!PyDict_CheckExact(tags)) {
-        return Py_NewRef(Py_Ellipsis);
+        return NULL;
     }
     PyObject *pairs = PyTuple_New(PyDict_GET_SIZE(tags));
     Py_ssize_t position = 0, index = 0;
@@ -1042,7 +1041,7 @@ static PyObject *tags_key(PyObject *tags) {
         if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(value) ||
             index >= PyTuple_GET_SIZE(pairs)) {
             Py_DECREF(pairs);
-            return Py_NewRef(Py_Ellipsis);
+            return NULL;
         }
         PyObject *pair = PyTuple_Pack(2, key, value);
         if (pair == NULL) {
@@ -1054,46 +1053,99 @@ static PyObject *tags_key(PyObject *tags) {
     return pairs;
 }
 
-/* The key a log is grouped by (see group_by_own); NULL with an exception set. */
-static PyObject *own_key(PyObject *log) {
+/* What a callable gave for log `index` (a borrowed reference), or NULL where `values` is
+ * None (the option is not a callable). */
+static PyObject *called_value(PyObject *values, Py_ssize_t index) {
+    return values == Py_None || index >= PyList_GET_SIZE(values) ? NULL
+                                                                 : PyList_GET_ITEM(values, index);
+}
+
+/* The key a log is grouped by (see group_by_fields): a new reference, Py_Ellipsis where
+ * the log is taken one by one, or NULL with an exception set. */
+static PyObject *fields_key(PyObject *log, PyObject *topics, PyObject *sources,
+                            PyObject *tags_values, Py_ssize_t index) {
     if (!PyDict_Check(log)) {
-        PyErr_SetString(PyExc_TypeError, "group_by_own takes dicts");
+        PyErr_SetString(PyExc_TypeError, "group_by_fields takes dicts");
         return NULL;
     }
-    PyObject *fields[3];
+    PyObject *own[3];
     for (int field = 0; field < 3; field++) {
-        fields[field] = PyDict_GetItemWithError(log, group_fields[field]); /* borrowed */
-        if (fields[field] == NULL && PyErr_Occurred()) {
+        own[field] = PyDict_GetItemWithError(log, group_fields[field]); /* borrowed */
+        if (own[field] == NULL && PyErr_Occurred()) {
             return NULL;
         }
     }
-    PyObject *tags = tags_key(fields[2]);
-    if (tags == NULL) {
-        return NULL;
+    PyObject *parts[4] = {Py_None, Py_None, Py_None, Py_None}; /* borrowed, or owned tags */
+    PyObject *called[2] = {called_value(topics, index), called_value(sources, index)};
+    for (int field = 0; field < 2; field++) {
+        PyObject *value = own[field] != NULL ? own[field] : called[field];
+        if (value == NULL || (value == Py_None && own[field] == NULL)) {
+            continue; /* the configuration's, or a callable's None */
+        }
+        if (!PyUnicode_CheckExact(value)) {
+            return Py_NewRef(Py_Ellipsis);
+        }
+        parts[field] = value;
     }
-    for (int field = 0; field < 2; field++) { /* None where absent; an own None: Ellipsis */
-        fields[field] = fields[field] == NULL      ? Py_None
-                        : fields[field] == Py_None ? Py_Ellipsis
-                                                   : fields[field];
+    PyObject *tags[2] = {called_value(tags_values, index), own[2]};
+    PyObject *pairs[2] = {NULL, NULL};
+    int loose = 0;
+    for (int which = 0; which < 2 && !loose; which++) {
+        if (tags[which] == NULL || (which == 0 && tags[which] == Py_None)) {
+            continue;
+        }
+        pairs[which] = tag_pairs(tags[which]);
+        if (pairs[which] == NULL) {
+            if (PyErr_Occurred()) {
+                Py_XDECREF(pairs[0]);
+                return NULL;
+            }
+            loose = 1;
+        }
     }
-    PyObject *key = PyTuple_Pack(3, fields[0], fields[1], tags);
-    Py_DECREF(tags);
+    PyObject *key;
+    if (loose) {
+        key = Py_NewRef(Py_Ellipsis);
+    } else {
+        key = PyTuple_Pack(4, parts[0], parts[1], pairs[0] ? pairs[0] : Py_None,
+                           pairs[1] ? pairs[1] : Py_None);
+    }
+    Py_XDECREF(pairs[0]);
+    Py_XDECREF(pairs[1]);
     return key;
 }
 
-/* group_by_own(logs) -> {(topic, source, tags): [log, ...]}: dicts grouped by their own
- * __topic__, __source__ and __tags__ (see tags_key), in order: None where absent,
- * Ellipsis where a log's own is None (the caller takes such logs one by one). TypeError
- * for a topic or source that is not hashable. */
-static PyObject *group_by_own(PyObject *module, PyObject *logs) {
-    if (!PyList_Check(logs)) {
-        PyErr_SetString(PyExc_TypeError, "group_by_own takes a list");
+/* group_by_fields(logs, topics, sources, tags) -> {key: [log, ...]}: dicts grouped by what
+ * sets their group, in order: each key (topic, source, called tags, own tags). A topic
+ * or source is the log's own field where it has one, else what the callable gave
+ * (`topics`, `sources`: a value a log, or None where the option is not a callable), else
+ * None (the configuration's); each must be a str (a callable's may be None). Tags are
+ * (key, value) pairs of str (see tag_pairs): the callable's (or None) and the log's own
+ * (or None). A log whose fields break these has a key of its own, (Ellipsis, its index):
+ * the caller takes it one by one. */
+static PyObject *group_by_fields(PyObject *module, PyObject *args) {
+    PyObject *logs, *topics, *sources, *tags;
+    if (!PyArg_ParseTuple(args, "O!OOO:group_by_fields", &PyList_Type, &logs, &topics,
+                          &sources, &tags)) {
         return NULL;
+    }
+    PyObject *columns[3] = {topics, sources, tags};
+    for (int column = 0; column < 3; column++) {
+        if (columns[column] != Py_None &&
+            (!PyList_Check(columns[column]) ||
+             PyList_GET_SIZE(columns[column]) != PyList_GET_SIZE(logs))) {
+            PyErr_SetString(PyExc_ValueError, "a value a log, or None");
+            return NULL;
+        }
     }
     PyObject *groups = PyDict_New();
     for (Py_ssize_t i = 0; groups != NULL && i < PyList_GET_SIZE(logs); i++) {
         PyObject *log = Py_NewRef(PyList_GET_ITEM(logs, i));
-        PyObject *key = own_key(log);
+        PyObject *key = fields_key(log, topics, sources, tags, i);
+        if (key == Py_Ellipsis) {
+            Py_DECREF(key);
+            key = Py_BuildValue("(On)", Py_Ellipsis, i);
+        }
         PyObject *group = key ? PyDict_GetItemWithError(groups, key) : NULL; /* borrowed */
         int failed = key == NULL;
         if (!failed && group == NULL) {
@@ -1698,10 +1750,10 @@ static PyMethodDef methods[] = {
      "element_runs(elements) -> list[tuple[int, int]]\n\nThe runs of elements of one kind, as\n"
      "(kind, end): 0, exactly dicts without __topic__, __source__ or __tags__; 1, exactly\n"
      "dicts with one of them; 2, the others."},
-    {"group_by_own", group_by_own, METH_O,
-     "group_by_own(logs) -> dict[tuple, list]\n\nDicts grouped by their own (__topic__,\n"
-     "__source__, __tags__), in order: None where absent, Ellipsis where None; tags as\n"
-     "their (key, value) pairs where all are str, else Ellipsis."},
+    {"group_by_fields", group_by_fields, METH_VARARGS,
+     "group_by_fields(logs, topics, sources, tags) -> dict[tuple, list]\n\nDicts grouped by\n"
+     "what sets their group: (topic, source, called tags, own tags); (Ellipsis, index)\n"
+     "for a log taken one by one."},
     {"encode_json_lines", encode_json_lines, METH_VARARGS,
      "encode_json_lines(text, tail, max_log_bytes)\n"
      "    -> tuple[bytes, bytes, bytes, bytes]\n\n"

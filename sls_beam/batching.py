@@ -9,7 +9,7 @@ import operator
 import pickle
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, islice
 from typing import Any, NamedTuple
@@ -240,40 +240,71 @@ def _element_runs(elements: list) -> list[tuple[int, int]]:
     return runs
 
 
-def _own_key(log: dict) -> tuple:
-    """What :func:`_group_by_own` groups a log by: its own topic, source and tags, each
-    ``None`` where absent and ``...`` where the log's own is ``None`` (such logs are
-    taken one by one); its tags as their (key, value) pairs, in order, where all are
-    exactly str, else ``...`` (values that compare equal but are written differently,
-    ``1`` and ``True``, must not share a group)."""
-    topic, source = (
-        None if field not in log else ... if log[field] is None else log[field]
-        for field in ("__topic__", "__source__")
-    )
-    tags = log.get("__tags__", _ABSENT)
-    if tags is _ABSENT:
-        return topic, source, None
-    if tags.__class__ is dict:
-        pairs = tuple(tags.items())
-        if all(key.__class__ is str and value.__class__ is str for key, value in pairs):
-            return topic, source, pairs
-    return topic, source, ...
+def _tag_pairs(tags: Any) -> tuple | None:
+    """Tags as part of a key to group by: their (key, value) pairs, in order, where they
+    are an exact dict of exact str; else ``None`` (the log is taken one by one: values
+    that compare equal but are written differently, ``1`` and ``True``, must not share a
+    group)."""
+    if tags.__class__ is not dict:
+        return None
+    pairs = tuple(tags.items())
+    if all(key.__class__ is str and value.__class__ is str for key, value in pairs):
+        return pairs
+    return None
 
 
+#: What a log's own group field is when it has none (distinct from its own ``None``).
 _ABSENT = object()
 
 
-def _group_by_own(logs: list[dict]) -> dict[tuple, list[dict]]:
-    """Dicts grouped by their own ``(__topic__, __source__, __tags__)`` (see
-    :func:`_own_key`), in order (in C where built). TypeError for a topic or source that
-    is not hashable."""
+def _fields_key(log: dict, called: tuple) -> tuple | None:
+    """What :func:`_group_by_fields` groups a log by, ``None`` for one taken one by one;
+    ``called``: what its topic, source and tags callables gave (``_ABSENT`` where the
+    option is not a callable)."""
+    parts: list = []
+    for field, value in zip(("__topic__", "__source__"), called, strict=False):
+        own = log.get(field, _ABSENT)
+        if own is not _ABSENT:
+            value = own
+        elif value is _ABSENT or value is None:  # the configuration's, or a callable's None
+            parts.append(None)
+            continue
+        if value.__class__ is not str:
+            return None
+        parts.append(value)
+    called_tags, own_tags = called[2], log.get("__tags__", _ABSENT)
+    # A callable's None is no tags; a log's own None breaks a rule (taken one by one).
+    for tags, none in ((called_tags, None), (own_tags, _ABSENT)):
+        if tags is _ABSENT or tags is none:
+            parts.append(None)
+            continue
+        pairs = _tag_pairs(tags)
+        if pairs is None:
+            return None
+        parts.append(pairs)
+    return tuple(parts)
+
+
+def _group_by_fields(
+    logs: list[dict], topics: list | None, sources: list | None, tags: list | None
+) -> dict[tuple, list[dict]]:
+    """Dicts grouped by what sets their group, in order (in C where built): each key
+    (topic, source, the callable's tags, the log's own tags). A topic or source is the
+    log's own field where it has one, else what the callable gave (``topics``,
+    ``sources``: a value a log, or ``None`` where the option is not a callable), else
+    ``None`` (the configuration's); each must be a str (a callable's may be None). Tags
+    are (key, value) pairs of str (see :func:`_tag_pairs`), or ``None``. A log whose
+    fields break these has a key of its own, ``(..., its index)``: the caller takes it
+    one by one."""
     if accelerated.speedups is not None:
-        return accelerated.speedups.group_by_own(logs)
-    return _group_by(list(map(_own_key, logs)), logs)
-
-
-#: What a log's own topic or source may be to be grouped with its like (None: absent).
-_OWN_FIELD_TYPES = (str, type(None))
+        return accelerated.speedups.group_by_fields(logs, topics, sources, tags)
+    absent = [_ABSENT] * len(logs)
+    columns = [absent if column is None else column for column in (topics, sources, tags)]
+    keys = []
+    for index, (log, *called) in enumerate(zip(logs, *columns, strict=True)):
+        key = _fields_key(log, tuple(called))
+        keys.append((..., index) if key is None else key)
+    return _group_by(keys, logs)
 
 
 class Added(NamedTuple):
@@ -434,12 +465,13 @@ class KeyedBatcher:
         self._waiting_limit = WAITING_LOGS
         self._static_group = preparer.static_group
         self._static_waiting: tuple[list, list] | None = None
-        # The elements waiting for a source callable: called on all of them at once.
+        # The dicts whose group is their callables' or their own fields' (see
+        # _dynamic_runs): grouped and encoded a run at a time, the callables called on
+        # all of them at once; and whether one of them names its own group fields.
+        self._options = preparer.options
         self._source_callable = preparer.source_callable
-        self._sourced: list = []
-        # With a constant group: the logs that name their own topic or source (see
-        # _owned_runs), grouped and encoded a run at a time, as the source callable's.
-        self._owned: list | None = [] if self._static_group is not None else None
+        self._dynamic: list = []
+        self._dynamic_own = False
         self._staggered: set[LogGroup] = set()  # groups whose first batch was sent early
         self.buffered_bytes = 0
 
@@ -473,8 +505,8 @@ class KeyedBatcher:
         once an element; a DoFn that gathers elements and hands them over together spares
         the batcher's per-element checks (~0.15 µs a log): one scan (in C where built,
         :func:`_element_runs`) finds the runs of plain dicts, which go to the bulk lane
-        whole, and of dicts naming their own topic or source, which wait together with a
-        constant group (see :meth:`_owned_runs`); the others are added one by one."""
+        whole, and of dicts naming their own topic, source or tags, which wait together
+        (see :meth:`_dynamic_runs`); the others are added one by one."""
         if not self._bulk:
             return _merged(self.add(element, element) for element in elements)
         outcomes = []
@@ -483,8 +515,9 @@ class KeyedBatcher:
             run = elements[start:end]
             if kind == PLAIN_RUN:
                 outcomes.append(self._wait_plain(run))
-            elif kind == OWN_GROUP_RUN and self._owned is not None:
-                self._owned += run
+            elif kind == OWN_GROUP_RUN:
+                self._dynamic += run
+                self._dynamic_own = True
                 outcomes.append(self._waited(len(run)))
             else:
                 outcomes += [self.add(element, element) for element in run]
@@ -508,12 +541,11 @@ class KeyedBatcher:
             else:
                 same = list(run)
                 self._static_waiting = self._waiting[self._static_group] = (same, same)
-        elif self._source_callable is not None:
-            # A source per element (a file's name, a host): called and grouped a run at
-            # a time (see _sourced_runs), as cheap here as a constant group.
-            self._sourced.extend(run)
-        else:  # a topic or tags callable: each element's group on its own
-            return _merged(map(self._wait_in_group, run))
+        else:
+            # A group per element (a source per file or host, a topic or tags of its
+            # own): the callables called and the elements grouped a run at a time (see
+            # _dynamic_runs), nearly as cheap as a constant group.
+            self._dynamic.extend(run)
         return self._waited(len(run))
 
     def _wait_in_group(self, element: dict) -> Added | None:
@@ -660,8 +692,7 @@ class KeyedBatcher:
                     gc.is_tracked,
                     chain(
                         chain.from_iterable(e for e, _ in self._waiting.values()),
-                        self._sourced,
-                        self._owned or (),
+                        self._dynamic,
                     ),
                 )
             )
@@ -670,19 +701,16 @@ class KeyedBatcher:
             return None
         self._waiting_limit = WAITING_LOGS
         added = Added([], [])
-        sourced, self._sourced = self._sourced, []
-        runs = self._sourced_runs(sourced, added) if sourced else []
-        owned = self._owned
-        if owned:
-            self._owned = []
-            runs += self._owned_runs(owned, added)
+        dynamic, own = self._dynamic, self._dynamic_own
+        self._dynamic, self._dynamic_own = [], False
+        runs = self._dynamic_runs(dynamic, own, added) if dynamic else []
         runs += self._waiting.items()
         self._waiting, self._waiting_count = {}, 0
         self._static_waiting = None
         if not runs:
             return added
         encoded, originals = self._preparer.encode_runs_keeping(
-            [contents for _, (_, contents) in runs], own_groups=bool(owned)
+            [contents for _, (_, contents) in runs], own_groups=own
         )
         open_batches = self._open
         for (group, (elements, contents)), joined, original in zip(
@@ -713,49 +741,72 @@ class KeyedBatcher:
         self._make_room(added)
         return added
 
-    def _owned_runs(self, logs: list, added: Added) -> list[tuple[LogGroup, tuple]]:
-        """The waiting logs that name their own topic, source or tags as runs, per group:
-        grouped by those fields (in C where built), each log its own content (the encoder
-        leaves the fields out of the wire JSON, and keeps them in the logs' own JSON for a
-        failed record). Logs whose fields are not str (tags: not a dict of str) or break a
-        rule take the general way, with their content copied without the fields (a log
-        that breaks a rule fails alone)."""
+    def _dynamic_runs(
+        self, elements: list, own: bool, added: Added
+    ) -> list[tuple[LogGroup, tuple]]:
+        """The dicts waiting with a group of their own (``own``: one names its own topic,
+        source or tags) or of their callables, as runs, per group: each callable called on
+        them all by ``map``, the dicts grouped by what sets their group (in C where
+        built), each its own content (the encoder leaves a log's own fields out of the
+        wire JSON, and keeps them in its own JSON for a failed record). One whose callable
+        raised, or whose group breaks a rule, fails; one whose fields are not str (tags:
+        a dict of str) takes the general way, its content a copy without the fields."""
+        if not own and self._source_callable is not None:
+            return self._sourced_runs(elements, added)  # the usual case, in fewer steps
+        elements, columns = self._called_columns(elements, added)
         runs: list = []
-        loose: list = []
-        try:
-            by_fields = _group_by_own(logs).items()
-        except TypeError:  # a field that is not hashable: refused below, log by log
-            by_fields, loose = (), list(logs)
-        for (topic, source, tags), run in by_fields:
-            if (
-                topic.__class__ in _OWN_FIELD_TYPES
-                and source.__class__ in _OWN_FIELD_TYPES
-                and tags is not ...
-            ):
+        loose: dict[LogGroup, tuple[list, list]] = {}
+        for key, run in _group_by_fields(elements, *columns).items():
+            if key[0] is ...:  # a log of its own: its group the general way
+                called = tuple(
+                    option if column is None else column[key[1]]
+                    for option, column in zip(self._options, columns, strict=True)
+                )
+                element = run[0]
                 try:
-                    runs.append((self._preparer.group_of_own(topic, source, tags), (run, run)))
+                    group, content = self._preparer.group_of_called(element, called)
+                except InvalidLogError as e:
+                    added.invalid.append((element, element, e))
                     continue
-                except InvalidLogError:
-                    pass
-            loose += run
-        by_group: dict[LogGroup, tuple[list, list]] = {}
-        for log in loose:
-            try:
-                group, content = self._preparer.group_of(log)
-            except InvalidLogError as e:
-                added.invalid.append((log, log, e))
+                waiting = loose.setdefault(group, ([], []))
+                waiting[0].append(element)
+                waiting[1].append(content)
                 continue
-            elements, contents = by_group.setdefault(group, ([], []))
-            elements.append(log)
-            contents.append(content)
-        return runs + list(by_group.items())
+            try:
+                group = self._preparer.group_of_fields(key)
+            except InvalidLogError as e:  # its group breaks a rule: each of its logs fails
+                added.invalid.extend((element, element, e) for element in run)
+                continue
+            runs.append((group, (run, run)))
+        return runs + list(loose.items())
+
+    def _called_columns(self, elements: list, added: Added) -> tuple[list, list]:
+        """The elements whose callables all returned, and what each callable (topic,
+        source, tags) gave for each (``None`` for an option that is not a callable)."""
+        columns: list = []
+        for name, option in zip(("topic", "source", "tags"), self._options, strict=True):
+            if not callable(option):
+                columns.append(None)
+                continue
+            kept, values, failed = self._values_of(option, name, elements, added)
+            if failed:  # reported: left out of the columns already made too
+                dropped = set(failed)
+                columns = [
+                    None
+                    if column is None
+                    else [value for i, value in enumerate(column) if i not in dropped]
+                    for column in columns
+                ]
+            elements = kept
+            columns.append(values)
+        return elements, columns
 
     def _sourced_runs(self, elements: list, added: Added) -> list[tuple[LogGroup, tuple]]:
-        """The source callable's waiting elements as runs, per group (each element its
-        own content): the callable called on each by ``map`` and the elements grouped
-        by what it gave, in C where built (none names its own group fields). One whose
-        call raised, or whose source breaks a rule, fails alone."""
-        elements, sources = self._sources_of(elements, added)
+        """The waiting elements of a source callable alone (none names its own group
+        fields) as runs, per group (each element its own content): the callable called on
+        each by ``map`` and the elements grouped by what it gave, in C where built. One
+        whose call raised, or whose source breaks a rule, fails alone."""
+        elements, sources, _ = self._values_of(self._source_callable, "source", elements, added)
         try:
             by_source = list(_group_by(sources, elements).items())
         except TypeError:  # a source that is not hashable (refused below): a run a log
@@ -771,30 +822,34 @@ class KeyedBatcher:
                 runs.append((group, (run, run)))
         return runs
 
-    def _sources_of(self, elements: list, added: Added) -> tuple[list, list]:
-        """The elements whose source callable returned, and what it returned for each;
-        an element whose call raised fails (the others are called once each)."""
-        sources: list = []
+    @staticmethod
+    def _values_of(
+        option: Callable[[Any], Any], name: str, elements: list, added: Added
+    ) -> tuple[list, list, list[int]]:
+        """The elements whose ``name`` callable returned, what it returned for each, and
+        the places of those whose call raised, which fail (the others are called once
+        each)."""
+        values: list = []
+        failed: list[int] = []
         kept = elements
         start = 0
         while True:
-            called = len(sources)
+            called = len(values)
             try:
-                sources.extend(map(self._source_callable, islice(elements, start, None)))
+                values.extend(map(option, islice(elements, start, None)))
                 break
             except Exception as e:  # noqa: BLE001 - the user's callable
-                failed = start + len(sources) - called
+                place = start + len(values) - called
                 if kept is elements:
-                    kept = elements[:failed]
+                    kept = elements[:place]
                 else:
-                    kept += elements[start:failed]
-                added.invalid.append(
-                    (elements[failed], elements[failed], callable_raised("source", e))
-                )
-                start = failed + 1
+                    kept += elements[start:place]
+                failed.append(place)
+                added.invalid.append((elements[place], elements[place], callable_raised(name, e)))
+                start = place + 1
         if kept is not elements:
             kept += elements[start:]
-        return kept, sources
+        return kept, values, failed
 
     def _place(
         self,

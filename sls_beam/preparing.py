@@ -84,8 +84,8 @@ class LogPreparer:
         )
         # (topic, source, tag texts) → its group, validated once.
         self._groups = Memo(lambda key: LogGroup.of(key[0], key[1], dict(key[2])))
-        # (a log's own topic, source, tag pairs) → its group, with constant options.
-        self._own_groups = Memo(self._own_group)
+        # What sets a group (see group_of_fields) → the group.
+        self._field_groups = Memo(self._group_of_fields)
         # The usual dynamic group (a source per file, host, ...): only `source` is a
         # callable; its string → the group, without the general path's steps.
         self._source_groups = None
@@ -210,26 +210,42 @@ class LogPreparer:
         config = self._config
         return LogGroup.of(config.topic, source, config.tags)  # None: no source; else refused
 
-    def group_of_own(
-        self, topic: str | None, source: str | None, tags: tuple[tuple[str, str], ...] | None
-    ) -> LogGroup:
-        """The group of logs that name their own ``__topic__``, ``__source__`` or
-        ``__tags__`` (its (key, value) pairs, str; ``None``: the configuration's), where
-        the configuration's are constants (see :attr:`static_group`); a log's own tags
-        join the configuration's. Raises InvalidLogError if one breaks a rule."""
-        return self._own_groups[topic, source, tags]
-
-    def _own_group(self, key: tuple) -> LogGroup:
-        topic, source, tags = key
+    @property
+    def options(self) -> tuple[Any, Any, Any]:
+        """The topic, source and tags options, each a value or a callable of the element."""
         config = self._config
-        texts = _tag_texts(config.tags) if config.tags else ()
-        if tags:
-            texts = tuple({**dict(texts), **dict(tags)}.items())
-        return self._groups[
-            config.topic if topic is None else topic,
-            config.source if source is None else source,
-            texts,
-        ]
+        return config.topic, config.source, config.tags
+
+    def group_of_fields(self, key: tuple) -> LogGroup:
+        """The group of dicts by what sets it (see batching's ``_group_by_fields``): a key
+        (topic, source, the tags callable's pairs, the log's own tag pairs), a topic or
+        source ``None`` where it is the configuration's (or a callable gave None), the
+        tags ``None`` where there are none. Raises InvalidLogError if one breaks a rule."""
+        return self._field_groups[key]
+
+    def _group_of_fields(self, key: tuple) -> LogGroup:
+        topic, source, called_tags, own_tags = key
+        config = self._config
+        if topic is None and not callable(config.topic):
+            topic = config.topic
+        if source is None and not callable(config.source):
+            source = config.source
+        tags = config.tags
+        if callable(tags):
+            tags = dict(called_tags) if called_tags else None
+        if own_tags is not None:
+            tags = {**(tags or {}), **dict(own_tags)}
+        return self._groups[topic, source, _tag_texts(tags) if tags else ()]
+
+    def group_of_called(self, element: dict, called: tuple) -> tuple[LogGroup, dict]:
+        """:meth:`group_of` of a ``dict`` element whose callables gave ``called`` (topic,
+        source, tags; the configuration's where not a callable): not called again."""
+        try:
+            return self._group_from(*called, element)
+        except InvalidLogError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a tags mapping's own code
+            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
 
     def encode_many(self, logs: list[dict]) -> bytes | None:
         """Plain logs encoded in bulk (see LogEncoder.encode_many), or ``None``."""
@@ -252,6 +268,11 @@ class LogPreparer:
                 source = _called(source, element, "source")
             if callable(tags):
                 tags = _called(tags, element, "tags")
+        return self._group_from(topic, source, tags, log)
+
+    def _group_from(self, topic: Any, source: Any, tags: Any, log: Any) -> tuple[LogGroup, Any]:
+        """The group of ``log`` with the options' values ``topic``, ``source`` and
+        ``tags`` (its own fields take their place), and its content without them."""
         if names_own_group(log):
             log = dict(log)  # a copy without the fields that set the group (C-level)
             topic = log.pop("__topic__", topic)

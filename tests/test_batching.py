@@ -400,6 +400,21 @@ def source_of_any(element) -> str:
     return f"host-{len(repr(element)) % 3}"
 
 
+def topic_of_any(element) -> str | None:
+    """A topic callable that takes any element, and gives no topic (None) for some."""
+    n = len(repr(element)) % 3
+    return None if n == 0 else str(n)
+
+
+def tags_of_any(element) -> dict | None:
+    """A tags callable that takes any element, gives no tags for some, tags that are
+    not str for others, and raises for some."""
+    if isinstance(element, dict) and "boom" in element:
+        raise ValueError("no tags for this one")
+    n = len(repr(element)) % 4
+    return None if n == 0 else {"t": str(n)} if n < 3 else {"t": n}
+
+
 def mixed_elements() -> list:
     """Every kind of element the bulk lane meets, interleaved: typed plain dicts, logs
     naming their own group fields, a dict subclass, text, JSON lines, broken logs."""
@@ -459,8 +474,14 @@ def outcome(batcher: KeyedBatcher, elements: list, handover: int | None):
 @pytest.mark.parametrize("pure_python", [False, True])
 @pytest.mark.parametrize(
     "options",
-    [{"topic": "app"}, {"source": source_of_any}, {"topic": lambda e: str(len(repr(e)) % 2)}],
-    ids=["constant", "source callable", "topic callable"],
+    [
+        {"topic": "app"},
+        {"source": source_of_any},
+        {"topic": lambda e: str(len(repr(e)) % 2)},
+        {"tags": tags_of_any},
+        {"topic": topic_of_any, "source": source_of_any, "tags": tags_of_any},
+    ],
+    ids=["constant", "source callable", "topic callable", "tags callable", "all callables"],
 )
 @pytest.mark.parametrize("handover", [1, 7, 128, 900])
 def test_elements_handed_over_together_make_what_each_added_alone_makes(
@@ -513,10 +534,12 @@ def test_element_runs_are_what_the_bulk_lane_does_with_each_element(monkeypatch)
     assert [batching._element_runs(case) for case in cases] == found
 
 
-def test_group_by_own_groups_by_the_logs_own_topic_source_and_tags(monkeypatch):
+def test_group_by_fields_groups_by_the_logs_own_fields_and_what_their_callables_gave(
+    monkeypatch,
+):
     logs = [{"__source__": "a"}, {"__topic__": "t"}, {"__source__": "a", "x": 1}, {}]
     logs += [
-        {"__topic__": "t", "__source__": 7},
+        {"__topic__": "t", "__source__": 7},  # not a str: taken one by one
         {"__tags__": {"k": "v", "j": "w"}, "__source__": "a"},
         {"__source__": "a", "__tags__": {"k": "v", "j": "w"}, "y": 2},
         {"__tags__": {"k": 1}},  # not str: taken one by one
@@ -525,22 +548,45 @@ def test_group_by_own_groups_by_the_logs_own_topic_source_and_tags(monkeypatch):
         {"__source__": None},  # an own None is not the configuration's source
         {"__topic__": None, "__tags__": None},
     ]
-    found = batching._group_by_own(logs)
     pairs = (("k", "v"), ("j", "w"))
-    assert list(found.items()) == [
-        ((None, "a", None), [logs[0], logs[2]]),
-        (("t", None, None), [logs[1]]),
-        ((None, None, None), [logs[3]]),
-        (("t", 7, None), [logs[4]]),
-        ((None, "a", pairs), [logs[5], logs[6]]),
-        ((None, None, ...), logs[7:10]),
-        ((None, ..., None), [logs[10]]),
-        ((..., None, ...), [logs[11]]),
+
+    def grouped(*columns):
+        found = batching._group_by_fields(logs, *columns)
+        places = {id(log): place for place, log in enumerate(logs)}  # {"k": 1} == {"k": True}
+        return [(key, [places[id(log)] for log in run]) for key, run in found.items()]
+
+    own_only = [
+        ((None, "a", None, None), [0, 2]),
+        (("t", None, None, None), [1]),
+        ((None, None, None, None), [3]),
+        ((..., 4), [4]),
+        ((None, "a", None, pairs), [5, 6]),
+        ((..., 7), [7]),
+        ((..., 8), [8]),
+        ((..., 9), [9]),
+        ((..., 10), [10]),
+        ((..., 11), [11]),
     ]
-    assert all(a is b for a, b in zip(found[None, "a", None], [logs[0], logs[2]], strict=True))
-    with pytest.raises(TypeError):
-        batching._group_by_own([{"__source__": ["not", "hashable"]}])
+    assert grouped(None, None, None) == own_only
+    # A callable's values, where the log has no field of its own: a str or None; tags a
+    # dict of str or None (a dict of ints, or a list, is taken one by one).
+    topics = ["c"] * 11 + [None]
+    sources = ["s", 5, "s", None, "s", "s", "s", "s", "s", "s", "s", "s"]
+    tags = [{"p": "q"}, None, {"p": "q"}, {"p": 1}, None, {}, *[None] * 6]
+    assert grouped(topics, sources, tags) == [
+        (("c", "a", (("p", "q"),), None), [0, 2]),
+        ((..., 1), [1]),
+        ((..., 3), [3]),
+        ((..., 4), [4]),
+        (("c", "a", (), pairs), [5]),
+        (("c", "a", None, pairs), [6]),
+        ((..., 7), [7]),
+        ((..., 8), [8]),
+        ((..., 9), [9]),
+        ((..., 10), [10]),
+        ((..., 11), [11]),
+    ]
+    in_c = grouped(topics, sources, tags)
     monkeypatch.setattr(accelerated, "speedups", None)
-    assert list(batching._group_by_own(logs).items()) == list(found.items())
-    with pytest.raises(TypeError):
-        batching._group_by_own([{"__source__": ["not", "hashable"]}])
+    assert grouped(None, None, None) == own_only
+    assert grouped(topics, sources, tags) == in_c
