@@ -932,6 +932,25 @@ static PyObject *encode_runs(PyObject *module, PyObject *args) {
     return Py_BuildValue("(NN)", encoded, originals);
 }
 
+/* `item` appended to the list of `key` in `groups` (a new list for a new key); -1: an
+ * error (a key's __hash__ or __eq__ may be the user's code). */
+static int add_to_group(PyObject *groups, PyObject *key, PyObject *item) {
+    PyObject *group = PyDict_GetItemWithError(groups, key); /* borrowed */
+    if (group == NULL) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        PyObject *fresh = PyList_New(0);
+        int failed = fresh == NULL || PyDict_SetItem(groups, key, fresh) < 0;
+        Py_XDECREF(fresh); /* the dict holds it */
+        if (failed) {
+            return -1;
+        }
+        group = fresh;
+    }
+    return PyList_Append(group, item);
+}
+
 /* group_by(keys, items) -> {key: [item, ...]}: the items of each key, in order (the
  * batcher's runs of a source callable's logs). */
 static PyObject *group_by(PyObject *module, PyObject *args) {
@@ -949,18 +968,7 @@ static PyObject *group_by(PyObject *module, PyObject *args) {
                            i < PyList_GET_SIZE(items); i++) {
         PyObject *key = Py_NewRef(PyList_GET_ITEM(keys, i));
         PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
-        PyObject *group = PyDict_GetItemWithError(groups, key); /* borrowed */
-        int failed = 0;
-        if (group == NULL) {
-            failed = PyErr_Occurred() != NULL;
-            if (!failed) {
-                PyObject *fresh = PyList_New(0);
-                failed = fresh == NULL || PyDict_SetItem(groups, key, fresh) < 0;
-                group = fresh;
-                Py_XDECREF(fresh); /* the dict holds it */
-            }
-        }
-        failed = failed || PyList_Append(group, item) < 0;
+        int failed = add_to_group(groups, key, item) < 0;
         Py_DECREF(key);
         Py_DECREF(item);
         if (failed) {
@@ -1146,18 +1154,7 @@ static PyObject *group_by_fields(PyObject *module, PyObject *args) {
             Py_DECREF(key);
             key = Py_BuildValue("(On)", Py_Ellipsis, i);
         }
-        PyObject *group = key ? PyDict_GetItemWithError(groups, key) : NULL; /* borrowed */
-        int failed = key == NULL;
-        if (!failed && group == NULL) {
-            failed = PyErr_Occurred() != NULL;
-            if (!failed) {
-                PyObject *fresh = PyList_New(0);
-                failed = fresh == NULL || PyDict_SetItem(groups, key, fresh) < 0;
-                group = fresh;
-                Py_XDECREF(fresh); /* the dict holds it */
-            }
-        }
-        failed = failed || PyList_Append(group, log) < 0;
+        int failed = key == NULL || add_to_group(groups, key, log) < 0;
         Py_XDECREF(key);
         Py_DECREF(log);
         if (failed) {
