@@ -603,8 +603,8 @@ static int group_field(PyObject *key) {
 /* A field that sets the log's group (`field`, see group_field): not sent, but in
  * `originals` (unless NULL) as it is, after a comma when `comma`. A topic or source must
  * be a str, tags an exact dict (else the log is not plain: 1); -1: no memory. */
-static int put_group_field(Originals *originals, Run *run, int field, PyObject *key,
-                           PyObject *value, int comma) {
+static int put_group_field(Originals *originals, Run *run, int field, PyObject *value,
+                           int comma) {
     const char *text = NULL;
     Py_ssize_t size = 0;
     if (field == 3) { /* tags: their orjson text, among the run's nested values */
@@ -624,12 +624,11 @@ static int put_group_field(Originals *originals, Run *run, int field, PyObject *
     if (originals == NULL) {
         return 0;
     }
+    /* The key is the field's name (see group_field): written as its text, with its colon. */
+    static const char *const names[3] = {"\"__topic__\":", "\"__source__\":", "\"__tags__\":"};
     int result = comma ? PUT_LITERAL(&originals->buffer, ",") : 0;
     if (result == 0) {
-        result = put_str(&originals->buffer, key, PY_SSIZE_T_MAX);
-    }
-    if (result == 0) {
-        result = PUT_LITERAL(&originals->buffer, ":");
+        result = put(&originals->buffer, names[field - 1], (Py_ssize_t)strlen(names[field - 1]));
     }
     if (result == 0) {
         result = text != NULL ? put(&originals->buffer, text, size)
@@ -719,7 +718,7 @@ static int put_log(Buffer *buffer, Originals *originals, PyObject *log, PyObject
         int result, field = run->own_groups ? group_field(key) : 0;
         if (field) {
             result = put_group_field(originals && originals->faithful ? originals : NULL, run,
-                                     field, key, value, original_place > 0);
+                                     field, value, original_place > 0);
         } else {
             Py_ssize_t key_start = buffer->size, value_start = 0;
             result = put_key(buffer, key, place, known_keys, keys);
