@@ -84,6 +84,48 @@ def test_every_log_delivered_exactly_with_groups_and_limits(emulator, mode):
     assert metrics.get("failed_logs", 0) == 0
 
 
+@pytest.mark.parametrize("options", ["constant", "callables"])
+@pytest.mark.parametrize("mode", ["bundle", "stateful"])
+def test_logs_naming_their_own_group_fields_are_stored_in_their_groups(emulator, mode, options):
+    """Logs with their own __topic__, __source__ or __tags__ (str, or values the tags rule
+    writes as text), beside callables or constants: each stored in its group, its own
+    fields winning, its own tags joining the others, none of them among its contents."""
+    logs = []
+    for n in range(3000):
+        log = {"n": n, "ok": n % 2 == 0, "user": {"id": n, "tags": ["a"]}, "m": "é"}
+        if n % 3 == 0:
+            log["__source__"] = f"own-{n % 4}"
+        if n % 5 == 0:
+            log["__topic__"] = "own"
+        if n % 7 == 0:
+            log["__tags__"] = {"pod": f"p-{n % 2}"} if n % 11 else {"pod": n % 2, "on": True}
+        logs.append(log)
+    called = {"topic": topic_of, "source": source_of, "tags": tags_of}
+    if options == "constant":
+        called = {"topic": "app", "source": "host", "tags": {"env": "prod"}}
+
+    def build(p):
+        result = p | beam.Create(logs) | sink(emulator, mode=mode, max_batch_logs=400, **called)
+        assert_that(result.failed, equal_to([]), label="no failures")
+
+    run(build)
+    stored = emulator.logs(PROJECT, LOGSTORE)
+    assert sorted(int(log.contents["n"]) for log in stored) == list(range(3000))
+    for log in stored:
+        sent = logs[int(log.contents["n"])]
+        group = {name: value(sent) if callable(value) else value for name, value in called.items()}
+        own_tags = {key: str(value).lower() for key, value in sent.get("__tags__", {}).items()}
+        assert (log.topic, log.source, log.tags) == (
+            sent.get("__topic__", group["topic"]),
+            sent.get("__source__", group["source"]),
+            {**group["tags"], **own_tags},
+        )
+        assert not {"__topic__", "__source__", "__tags__"} & set(log.contents)
+        assert json.loads(log.contents["user"]) == {"id": int(log.contents["n"]), "tags": ["a"]}
+    for batch in requests_by_id(stored).values():
+        assert len({(log.topic, log.source, tuple(log.tags.items())) for log in batch}) == 1
+
+
 @pytest.mark.parametrize("compression", ["lz4", "deflate", "none"])
 def test_compression_options(emulator, compression):
     def build(p):
