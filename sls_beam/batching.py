@@ -712,31 +712,25 @@ class KeyedBatcher:
         encoded, originals = self._preparer.encode_runs_keeping(
             [contents for _, (_, contents) in runs], own_groups=own
         )
-        open_batches = self._open
+        open_batches, fits = self._open, self._limits.fits
         for (group, (elements, contents)), joined, original in zip(
             runs, encoded, originals, strict=True
         ):
-            # The common case inline (a source per element makes ~16 runs of 128 logs, and
-            # three calls a run cost ~0.1 µs a log): the logs, kept as their own JSON, fit
-            # the group's open batch and leave it short of full.
+            # The common case here (a source per element makes ~16 runs of the 128 logs,
+            # and the general way's calls cost ~0.1 µs a log): the logs, kept as their own
+            # JSON, fit the group's open batch and leave it short of full.
             batch = open_batches.get(group)
-            if batch is not None and original is not None and elements is contents:
-                count = len(elements)
-                size = len(joined)
-                if (
-                    batch.count + count < batch.full_at
-                    and batch.nbytes + batch.count + size <= batch.room
-                ):
-                    cost = size if original is joined else size + len(original)
-                    batch.pieces.append(joined)
-                    batch.runs.append(original)
-                    batch.counts.append(count)
-                    batch.loose = False
-                    batch.count += count
-                    batch.nbytes += size - (count - 1)
-                    batch.cost += cost
-                    self.buffered_bytes += cost
-                    continue
+            if (
+                batch is not None
+                and original is not None
+                and elements is contents
+                and batch.count + len(elements) < batch.full_at
+                and fits(batch.count, batch.nbytes, len(joined), batch.room, len(elements))
+            ):
+                cost = len(joined) if original is joined else len(joined) + len(original)
+                batch.add_run(joined, len(elements), original, cost)
+                self.buffered_bytes += cost
+                continue
             self._place(group, elements, contents, joined, original, added)
         self._make_room(added)
         return added
