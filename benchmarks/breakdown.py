@@ -40,7 +40,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from benchmarks.common import make_typed_logs, source_of
 from benchmarks.harness import LOGSTORE, PROJECT, emulator_process, run_pipeline, timed
-from sls_beam import WriteToSLS, batching, inflight, wire
+from sls_beam import WriteToSLS, batching, grouping, inflight, wire
 from sls_beam.config import SLSWriteConfig
 from sls_beam.preparing import LogPreparer
 
@@ -85,7 +85,7 @@ def preparing_secs(logs: int) -> float:
     runs = [data[i : i + batching.WAITING_LOGS] for i in range(0, len(data), batching.WAITING_LOGS)]
     started = time.perf_counter()
     for run in runs:
-        for source in batching._group_by(list(map(source_of, run)), run):
+        for source in grouping.group_by(list(map(source_of, run)), run):
             preparer.group_of_source(source)
     return (time.perf_counter() - started) * logs / len(data)
 

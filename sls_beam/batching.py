@@ -18,7 +18,7 @@ import orjson
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from sls_beam import accelerated
+from sls_beam import grouping
 from sls_beam.errors import InvalidLogError
 from sls_beam.json_lines import EncodedLines, JsonLines, NotJsonError, line_starts, parse_line
 from sls_beam.preparing import LogPreparer, callable_raised, log_content, names_own_group
@@ -198,113 +198,6 @@ def pack_run(elements: list, logs: list) -> bytes | list:
         return pickle.dumps(elements, pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - whatever a user's __reduce__ raises
         return elements
-
-
-def _group_by(keys: list, items: list) -> dict[Any, list]:
-    """The items of each key, in order (in C where built)."""
-    if accelerated.speedups is not None:
-        return accelerated.speedups.group_by(keys, items)
-    groups: dict[Any, list] = {}
-    for key, item in zip(keys, items, strict=True):
-        run = groups.get(key)
-        if run is None:
-            groups[key] = [item]
-        else:
-            run.append(item)
-    return groups
-
-
-#: The kinds of :func:`_element_runs`: plain dicts, the bulk lane takes them as they come;
-#: dicts that name their own topic, source or tags, grouped by those; the others.
-PLAIN_RUN, OWN_GROUP_RUN, OTHER_RUN = 0, 1, 2
-
-
-def _element_kind(element: Any) -> int:
-    if element.__class__ is not dict:
-        return OTHER_RUN
-    return OWN_GROUP_RUN if names_own_group(element) else PLAIN_RUN
-
-
-def _element_runs(elements: list) -> list[tuple[int, int]]:
-    """The runs of elements of one kind (see :data:`PLAIN_RUN`), in order, as (kind, end)
-    (in C where built)."""
-    if accelerated.speedups is not None:
-        return accelerated.speedups.element_runs(elements)
-    runs: list[tuple[int, int]] = []
-    for index, element in enumerate(elements):
-        kind = _element_kind(element)
-        if runs and runs[-1][0] == kind:
-            runs[-1] = (kind, index + 1)
-        else:
-            runs.append((kind, index + 1))
-    return runs
-
-
-def _tag_pairs(tags: Any) -> tuple | None:
-    """Tags as part of a key to group by: their (key, value) pairs, in order, where they
-    are an exact dict of exact str; else ``None`` (the log is taken one by one: values
-    that compare equal but are written differently, ``1`` and ``True``, must not share a
-    group)."""
-    if tags.__class__ is not dict:
-        return None
-    pairs = tuple(tags.items())
-    if all(key.__class__ is str and value.__class__ is str for key, value in pairs):
-        return pairs
-    return None
-
-
-#: What a log's own group field is when it has none (distinct from its own ``None``).
-_ABSENT = object()
-
-
-def _fields_key(log: dict, called: tuple) -> tuple | None:
-    """What :func:`_group_by_fields` groups a log by, ``None`` for one taken one by one;
-    ``called``: what its topic, source and tags callables gave (``_ABSENT`` where the
-    option is not a callable)."""
-    parts: list = []
-    for field, value in zip(("__topic__", "__source__"), called, strict=False):
-        own = log.get(field, _ABSENT)
-        if own is not _ABSENT:
-            value = own
-        elif value is _ABSENT or value is None:  # the configuration's, or a callable's None
-            parts.append(None)
-            continue
-        if value.__class__ is not str:
-            return None
-        parts.append(value)
-    called_tags, own_tags = called[2], log.get("__tags__", _ABSENT)
-    # A callable's None is no tags; a log's own None breaks a rule (taken one by one).
-    for tags, none in ((called_tags, None), (own_tags, _ABSENT)):
-        if tags is _ABSENT or tags is none:
-            parts.append(None)
-            continue
-        pairs = _tag_pairs(tags)
-        if pairs is None:
-            return None
-        parts.append(pairs)
-    return tuple(parts)
-
-
-def _group_by_fields(
-    logs: list[dict], topics: list | None, sources: list | None, tags: list | None
-) -> dict[tuple, list[dict]]:
-    """Dicts grouped by what sets their group, in order (in C where built): each key
-    (topic, source, the callable's tags, the log's own tags). A topic or source is the
-    log's own field where it has one, else what the callable gave (``topics``,
-    ``sources``: a value a log, or ``None`` where the option is not a callable), else
-    ``None`` (the configuration's); each must be a str (a callable's may be None). Tags
-    are (key, value) pairs of str (see :func:`_tag_pairs`), or ``None``. A log whose
-    fields break these has a key of its own, ``(..., its index)``: the caller takes it
-    one by one."""
-    if accelerated.speedups is not None:
-        return accelerated.speedups.group_by_fields(logs, topics, sources, tags)
-    absent = [_ABSENT] * len(logs)
-    columns = [absent if column is None else column for column in (topics, sources, tags)]
-    keys = []
-    for index, (log, *called) in enumerate(zip(logs, *columns, strict=True)):
-        key = _fields_key(log, tuple(called))
-        keys.append((..., index) if key is None else key)
-    return _group_by(keys, logs)
 
 
 class Added(NamedTuple):
@@ -504,18 +397,18 @@ class KeyedBatcher:
         order: the same as :meth:`add` of each, in fewer Python steps. Beam calls a DoFn
         once an element; a DoFn that gathers elements and hands them over together spares
         the batcher's per-element checks (~0.15 µs a log): one scan (in C where built,
-        :func:`_element_runs`) finds the runs of plain dicts, which go to the bulk lane
+        :func:`grouping.element_runs`) finds the runs of plain dicts, which go to the bulk lane
         whole, and of dicts naming their own topic, source or tags, which wait together
         (see :meth:`_dynamic_runs`); the others are added one by one."""
         if not self._bulk:
             return _merged(self.add(element, element) for element in elements)
         outcomes = []
         start = 0
-        for kind, end in _element_runs(elements):
+        for kind, end in grouping.element_runs(elements):
             run = elements[start:end]
-            if kind == PLAIN_RUN:
+            if kind == grouping.PLAIN_RUN:
                 outcomes.append(self._wait_plain(run))
-            elif kind == OWN_GROUP_RUN:
+            elif kind == grouping.OWN_GROUP_RUN:
                 self._dynamic += run
                 self._dynamic_own = True
                 outcomes.append(self._waited(len(run)))
@@ -750,7 +643,7 @@ class KeyedBatcher:
         elements, columns = self._called_columns(elements, added)
         runs: list = []
         loose: dict[LogGroup, tuple[list, list]] = {}
-        for key, run in _group_by_fields(elements, *columns).items():
+        for key, run in grouping.group_by_fields(elements, *columns).items():
             if key[0] is ...:  # a log of its own: its group the general way
                 called = tuple(
                     option if column is None else column[key[1]]
@@ -802,7 +695,7 @@ class KeyedBatcher:
         whose call raised, or whose source breaks a rule, fails alone."""
         elements, sources, _ = self._values_of(self._source_callable, "source", elements, added)
         try:
-            by_source = list(_group_by(sources, elements).items())
+            by_source = list(grouping.group_by(sources, elements).items())
         except TypeError:  # a source that is not hashable (refused below): a run a log
             pairs = zip(sources, elements, strict=True)
             by_source = [(source, [element]) for source, element in pairs]

@@ -217,7 +217,7 @@ class LogPreparer:
         return config.topic, config.source, config.tags
 
     def group_of_fields(self, key: tuple) -> LogGroup:
-        """The group of dicts by what sets it (see batching's ``_group_by_fields``): a key
+        """The group of dicts by what sets it (see :func:`sls_beam.grouping.group_by_fields`): a key
         (topic, source, the tags callable's pairs, the log's own tag pairs), a topic or
         source ``None`` where it is the configuration's (or a callable gave None), the
         tags ``None`` where there are none. Raises InvalidLogError if one breaks a rule."""

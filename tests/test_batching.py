@@ -10,7 +10,7 @@ import pytest
 from apache_beam.transforms.window import GlobalWindows, IntervalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from sls_beam import accelerated, batching
+from sls_beam import accelerated
 from sls_beam.batching import Batch, KeyedBatcher, PackedElements, SentChunks
 from sls_beam.config import SLSWriteConfig
 from sls_beam.json_lines import JsonLines
@@ -503,90 +503,3 @@ def test_elements_handed_over_together_make_what_each_added_alone_makes(
     assert any(source.startswith("own-") for (_, source, _), _, _ in logs)
     assert any(topic == "own" and tags for (topic, _, tags), _, _ in logs)
     assert any(("own", "tags") in tags for (_, _, tags), _, _ in logs)
-
-
-def test_element_runs_are_what_the_bulk_lane_does_with_each_element(monkeypatch):
-    elements = [
-        {},
-        {"a": 1},
-        Line(a=1),
-        {"__tags__": {}},
-        {"__source__": "s", "b": 2},
-        {"__topic__": "t"},
-        {"__topic__": "t", "__tags__": {}},
-        {"b": 2},
-        "text",
-        {1: 2},
-    ]
-    cases = [elements, elements[2:], elements[:2], [], ["text"], elements[4:6]]
-    found = [batching._element_runs(case) for case in cases]
-    plain, own, other = batching.PLAIN_RUN, batching.OWN_GROUP_RUN, batching.OTHER_RUN
-    # {1: 2}: plain here; the encoder refuses its key later, and it goes log by log
-    assert found == [
-        [(plain, 2), (other, 3), (own, 7), (plain, 8), (other, 9), (plain, 10)],
-        [(other, 1), (own, 5), (plain, 6), (other, 7), (plain, 8)],
-        [(plain, 2)],
-        [],
-        [(other, 1)],
-        [(own, 2)],
-    ]
-    monkeypatch.setattr(accelerated, "speedups", None)
-    assert [batching._element_runs(case) for case in cases] == found
-
-
-def test_group_by_fields_groups_by_the_logs_own_fields_and_what_their_callables_gave(
-    monkeypatch,
-):
-    logs = [{"__source__": "a"}, {"__topic__": "t"}, {"__source__": "a", "x": 1}, {}]
-    logs += [
-        {"__topic__": "t", "__source__": 7},  # not a str: taken one by one
-        {"__tags__": {"k": "v", "j": "w"}, "__source__": "a"},
-        {"__source__": "a", "__tags__": {"k": "v", "j": "w"}, "y": 2},
-        {"__tags__": {"k": 1}},  # not str: taken one by one
-        {"__tags__": {"k": True}},
-        {"__tags__": ["k"]},
-        {"__source__": None},  # an own None is not the configuration's source
-        {"__topic__": None, "__tags__": None},
-    ]
-    pairs = (("k", "v"), ("j", "w"))
-
-    def grouped(*columns):
-        found = batching._group_by_fields(logs, *columns)
-        places = {id(log): place for place, log in enumerate(logs)}  # {"k": 1} == {"k": True}
-        return [(key, [places[id(log)] for log in run]) for key, run in found.items()]
-
-    own_only = [
-        ((None, "a", None, None), [0, 2]),
-        (("t", None, None, None), [1]),
-        ((None, None, None, None), [3]),
-        ((..., 4), [4]),
-        ((None, "a", None, pairs), [5, 6]),
-        ((..., 7), [7]),
-        ((..., 8), [8]),
-        ((..., 9), [9]),
-        ((..., 10), [10]),
-        ((..., 11), [11]),
-    ]
-    assert grouped(None, None, None) == own_only
-    # A callable's values, where the log has no field of its own: a str or None; tags a
-    # dict of str or None (a dict of ints, or a list, is taken one by one).
-    topics = ["c"] * 11 + [None]
-    sources = ["s", 5, "s", None, "s", "s", "s", "s", "s", "s", "s", "s"]
-    tags = [{"p": "q"}, None, {"p": "q"}, {"p": 1}, None, {}, *[None] * 6]
-    assert grouped(topics, sources, tags) == [
-        (("c", "a", (("p", "q"),), None), [0, 2]),
-        ((..., 1), [1]),
-        ((..., 3), [3]),
-        ((..., 4), [4]),
-        (("c", "a", (), pairs), [5]),
-        (("c", "a", None, pairs), [6]),
-        ((..., 7), [7]),
-        ((..., 8), [8]),
-        ((..., 9), [9]),
-        ((..., 10), [10]),
-        ((..., 11), [11]),
-    ]
-    in_c = grouped(topics, sources, tags)
-    monkeypatch.setattr(accelerated, "speedups", None)
-    assert grouped(None, None, None) == own_only
-    assert grouped(topics, sources, tags) == in_c
