@@ -393,6 +393,23 @@ def test_logs_naming_their_own_topic_source_or_tags_are_grouped_a_run_at_a_time(
         assert sum(batch.count for batch in batches if batch.logs is None) >= 250
 
 
+@pytest.mark.parametrize("handover", [None, 128], ids=["added", "handed-over"])
+@pytest.mark.parametrize("pure_python", [False, True])
+def test_a_logs_own_none_is_no_topic_or_source_not_the_configurations(
+    pure_python, handover, monkeypatch
+):
+    if pure_python:
+        monkeypatch.setattr(accelerated, "speedups", None)
+    batcher = KeyedBatcher(preparer(topic="app", source="host"), BatchLimits(), 1 << 20, GLOBAL)
+    logs = [
+        {"n": n, "__source__": None} if n % 2 else {"n": n, "__topic__": None} for n in range(20)
+    ]
+    batches, invalid = batches_of(batcher, logs, handover=handover)
+    assert invalid == []
+    groups = {(b.group.topic, b.group.source): [int(log["n"]) for log in sent(b)] for b in batches}
+    assert groups == {("app", ""): list(range(1, 20, 2)), ("", "host"): list(range(0, 20, 2))}
+
+
 def source_of_any(element) -> str:
     """A source callable that takes any element, and raises for some."""
     if isinstance(element, dict) and "boom" in element:
