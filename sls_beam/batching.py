@@ -419,8 +419,8 @@ class KeyedBatcher:
 
     def _wait_plain(self, run: list) -> Added | None:
         """Plain dicts without group fields of their own (each its own content and origin)
-        waiting in the bulk lane: with the constant group, or for the source callable (see
-        :meth:`_sourced_runs`), else each with its group; encoded once enough wait."""
+        waiting in the bulk lane: with the constant group, else with the others whose group
+        their callables give (see :meth:`_dynamic_runs`); encoded once enough wait."""
         if self._static_group is not None:
             # The common case, in few operations: the constant group, each element its
             # own content (one list holds both).

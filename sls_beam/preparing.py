@@ -104,12 +104,7 @@ class LogPreparer:
         log, when it is not the element itself (a line of a :class:`JsonLines`, whose
         callables are given the element).
         """
-        try:
-            return self._prepare(element, timestamp, log)
-        except InvalidLogError:
-            raise
-        except Exception as e:  # user code in the element raised (a property, a Mapping)
-            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
+        return _contained(self._prepare, element, timestamp, log)
 
     def _prepare(
         self, element: Any, timestamp: Timestamp | None, log: Mapping | None
@@ -190,12 +185,7 @@ class LogPreparer:
 
     def _called_group_of(self, element: Any, log: Any) -> tuple[LogGroup, Any]:
         """:meth:`_group_of`, with what user code raised as an InvalidLogError."""
-        try:
-            return self._group_of(element, log)
-        except InvalidLogError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a topic/source/tags callable's own code
-            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
+        return _contained(self._group_of, element, log)
 
     @property
     def source_callable(self) -> Callable[[Any], Any] | None:
@@ -240,12 +230,7 @@ class LogPreparer:
     def group_of_called(self, element: dict, called: tuple) -> tuple[LogGroup, dict]:
         """:meth:`group_of` of a ``dict`` element whose callables gave ``called`` (topic,
         source, tags; the configuration's where not a callable): not called again."""
-        try:
-            return self._group_from(*called, element)
-        except InvalidLogError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a tags mapping's own code
-            raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
+        return _contained(self._group_from, *called, element)
 
     def encode_many(self, logs: list[dict]) -> bytes | None:
         """Plain logs encoded in bulk (see LogEncoder.encode_many), or ``None``."""
@@ -292,6 +277,18 @@ class LogPreparer:
 
 
 _NO_TAGS = object()
+
+
+def _contained(function: Callable[..., Any], *args: Any) -> Any:
+    """``function(*args)``, where user code runs (a callable, a property, a Mapping's own
+    methods): what it raises becomes an InvalidLogError naming it, so one bad element
+    never fails a bundle."""
+    try:
+        return function(*args)
+    except InvalidLogError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code
+        raise InvalidLogError(None, f"the element could not be read: {describe(e)}") from None
 
 
 def log_content(element: Any) -> Any:
