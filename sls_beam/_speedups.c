@@ -23,8 +23,8 @@
  * element_runs(elements): the runs of elements the batcher's bulk lane takes as they come,
  * of those that name their own topic, source or tags, and of the others.
  *
- * group_by_fields(logs, topics, sources, tags): the batcher's runs of logs whose group
- * is their own fields' or their callables'.
+ * group_by_fields(logs, topics, sources, tags[, own]): the batcher's runs of logs whose
+ * group is their own fields' or their callables'.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -224,7 +224,8 @@ static int put_int(Buffer *buffer, PyObject *value) {
     if (!overflow) { /* its digits, written from the last (snprintf costs several times more) */
         char digits[24];
         char *start = digits + sizeof digits;
-        unsigned long long magnitude = number < 0 ? 0ULL - (unsigned long long)number : number;
+        unsigned long long magnitude =
+            number < 0 ? 0ULL - (unsigned long long)number : (unsigned long long)number;
         do {
             *--start = (char)('0' + magnitude % 10);
             magnitude /= 10;
@@ -1076,73 +1077,223 @@ static PyObject *called_value(PyObject *values, Py_ssize_t index) {
                                                                  : PyList_GET_ITEM(values, index);
 }
 
-/* The key a log is grouped by (see group_by_fields): a new reference, Py_Ellipsis where
- * the log is taken one by one, or NULL with an exception set. */
-static PyObject *fields_key(PyObject *log, PyObject *topics, PyObject *sources,
-                            PyObject *tags_values, Py_ssize_t index) {
+/* What sets a log's group (see group_by_fields), before any key is made: the topic and
+ * the source (str, or Py_None: the configuration's), the callable's and the log's own
+ * tags (exact dicts of exact str, or NULL: none), all borrowed; and their hash. */
+typedef struct {
+    PyObject *parts[2];
+    PyObject *tags[2];
+    Py_hash_t hash;
+} FieldValues;
+
+/* A str's hash folded into `hash` (a str's hash is kept in the str once made). */
+static int fold_hash(Py_hash_t *hash, PyObject *text) {
+    Py_hash_t h = PyObject_Hash(text);
+    if (h == -1) {
+        return -1;
+    }
+    *hash = (*hash ^ h) * 1000003;
+    return 0;
+}
+
+/* Whether `tags` (a dict) is an exact dict of exact str, its pairs folded into `hash`
+ * in order: 1 yes, 0 no (the log is taken one by one), -1 an error. */
+static int fold_tags(Py_hash_t *hash, PyObject *tags) {
+    if (!PyDict_CheckExact(tags)) {
+        return 0;
+    }
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    *hash = (*hash ^ (PyDict_GET_SIZE(tags) + 1)) * 1000003;
+    while (PyDict_Next(tags, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(value)) {
+            return 0;
+        }
+        if (fold_hash(hash, key) < 0 || fold_hash(hash, value) < 0) {
+            return -1;
+        }
+    }
+    return 1;
+}
+
+/* A log's FieldValues (see group_by_fields; `own`: look for its own fields): 1, found;
+ * 0, the log is taken one by one; -1, an error. */
+static int field_values(PyObject *log, PyObject *topics, PyObject *sources,
+                        PyObject *tags_values, Py_ssize_t index, int own,
+                        FieldValues *found) {
     if (!PyDict_Check(log)) {
         PyErr_SetString(PyExc_TypeError, "group_by_fields takes dicts");
-        return NULL;
+        return -1;
     }
-    PyObject *own[3];
-    for (int field = 0; field < 3; field++) {
-        own[field] = PyDict_GetItemWithError(log, group_fields[field]); /* borrowed */
-        if (own[field] == NULL && PyErr_Occurred()) {
-            return NULL;
+    PyObject *owned[3] = {NULL, NULL, NULL}; /* borrowed */
+    for (int field = 0; own && field < 3; field++) {
+        owned[field] = PyDict_GetItemWithError(log, group_fields[field]);
+        if (owned[field] == NULL && PyErr_Occurred()) {
+            return -1;
         }
     }
-    PyObject *parts[4] = {Py_None, Py_None, Py_None, Py_None}; /* borrowed, or owned tags */
+    found->hash = 0;
     PyObject *called[2] = {called_value(topics, index), called_value(sources, index)};
     for (int field = 0; field < 2; field++) {
-        PyObject *value = own[field] != NULL ? own[field] : called[field];
-        if (value == NULL || (value == Py_None && own[field] == NULL)) {
-            continue; /* the configuration's, or a callable's None */
-        }
-        if (!PyUnicode_CheckExact(value)) {
-            return Py_NewRef(Py_Ellipsis);
-        }
-        parts[field] = value;
-    }
-    PyObject *tags[2] = {called_value(tags_values, index), own[2]};
-    PyObject *pairs[2] = {NULL, NULL};
-    int loose = 0;
-    for (int which = 0; which < 2 && !loose; which++) {
-        if (tags[which] == NULL || (which == 0 && tags[which] == Py_None)) {
+        PyObject *value = owned[field] != NULL ? owned[field] : called[field];
+        found->parts[field] = Py_None;
+        if (value == NULL || (value == Py_None && owned[field] == NULL)) {
+            found->hash = (found->hash ^ 1) * 1000003; /* the configuration's, or a callable's None */
             continue;
         }
-        pairs[which] = tag_pairs(tags[which]);
-        if (pairs[which] == NULL) {
-            if (PyErr_Occurred()) {
+        if (!PyUnicode_CheckExact(value)) {
+            return 0;
+        }
+        if (fold_hash(&found->hash, value) < 0) {
+            return -1;
+        }
+        found->parts[field] = value;
+    }
+    PyObject *tags[2] = {called_value(tags_values, index), owned[2]};
+    for (int which = 0; which < 2; which++) {
+        found->tags[which] = NULL;
+        if (tags[which] == NULL || (which == 0 && tags[which] == Py_None)) {
+            found->hash = (found->hash ^ 2) * 1000003;
+            continue;
+        }
+        int good = fold_tags(&found->hash, tags[which]);
+        if (good <= 0) {
+            return good;
+        }
+        found->tags[which] = tags[which];
+    }
+    return 1;
+}
+
+/* The key of a log's FieldValues (topic, source, called tags' pairs, own tags' pairs):
+ * a new reference, or NULL with an exception set. */
+static PyObject *fields_key(FieldValues *values) {
+    PyObject *pairs[2] = {NULL, NULL};
+    for (int which = 0; which < 2; which++) {
+        if (values->tags[which] != NULL) {
+            pairs[which] = tag_pairs(values->tags[which]);
+            if (pairs[which] == NULL) { /* values->tags hold exact str: no memory */
                 Py_XDECREF(pairs[0]);
                 return NULL;
             }
-            loose = 1;
         }
     }
-    PyObject *key;
-    if (loose) {
-        key = Py_NewRef(Py_Ellipsis);
-    } else {
-        key = PyTuple_Pack(4, parts[0], parts[1], pairs[0] ? pairs[0] : Py_None,
-                           pairs[1] ? pairs[1] : Py_None);
-    }
+    PyObject *key = PyTuple_Pack(4, values->parts[0], values->parts[1],
+                                 pairs[0] ? pairs[0] : Py_None, pairs[1] ? pairs[1] : Py_None);
     Py_XDECREF(pairs[0]);
     Py_XDECREF(pairs[1]);
     return key;
 }
 
-/* group_by_fields(logs, topics, sources, tags) -> {key: [log, ...]}: dicts grouped by what
- * sets their group, in order: each key (topic, source, called tags, own tags). A topic
- * or source is the log's own field where it has one, else what the callable gave
+/* Whether two exact str (or Py_None) are the same text. */
+static int same_text(PyObject *a, PyObject *b) {
+    if (a == b) {
+        return 1;
+    }
+    if (a == Py_None || b == Py_None || PyUnicode_GET_LENGTH(a) != PyUnicode_GET_LENGTH(b) ||
+        PyUnicode_KIND(a) != PyUnicode_KIND(b)) {
+        return 0;
+    }
+    return memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b),
+                  PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) == 0;
+}
+
+/* Whether `tags` (an exact dict of exact str, or NULL) has the pairs of a key (a tuple
+ * of pairs, or Py_None), in order. */
+static int same_tags(PyObject *tags, PyObject *pairs) {
+    if (tags == NULL || pairs == Py_None) {
+        return tags == NULL && pairs == Py_None;
+    }
+    if (PyDict_GET_SIZE(tags) != PyTuple_GET_SIZE(pairs)) {
+        return 0;
+    }
+    Py_ssize_t position = 0, index = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(tags, &position, &key, &value)) {
+        PyObject *pair = PyTuple_GET_ITEM(pairs, index++);
+        if (!same_text(key, PyTuple_GET_ITEM(pair, 0)) ||
+            !same_text(value, PyTuple_GET_ITEM(pair, 1))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The keys group_by_fields has made, found again without making a key a log: an open
+ * addressing table of their hashes, each with its key and list (borrowed from the dict
+ * of groups). Past KNOWN_KEYS / 2 keys, the others are found through the dict. */
+#define KNOWN_KEYS 64
+
+typedef struct {
+    Py_hash_t hash;
+    PyObject *key; /* NULL: an empty slot */
+    PyObject *run;
+} KnownKey;
+
+/* The run of a log's FieldValues in the table, or NULL where it has none yet. */
+static PyObject *known_run(KnownKey *known, FieldValues *values) {
+    for (size_t slot = (size_t)values->hash % KNOWN_KEYS;; slot = (slot + 1) % KNOWN_KEYS) {
+        KnownKey *entry = &known[slot];
+        if (entry->key == NULL) {
+            return NULL;
+        }
+        if (entry->hash == values->hash &&
+            same_text(values->parts[0], PyTuple_GET_ITEM(entry->key, 0)) &&
+            same_text(values->parts[1], PyTuple_GET_ITEM(entry->key, 1)) &&
+            same_tags(values->tags[0], PyTuple_GET_ITEM(entry->key, 2)) &&
+            same_tags(values->tags[1], PyTuple_GET_ITEM(entry->key, 3))) {
+            return entry->run;
+        }
+    }
+}
+
+static void remember_run(KnownKey *known, Py_ssize_t *count, Py_hash_t hash, PyObject *key,
+                         PyObject *run) {
+    if (*count >= KNOWN_KEYS / 2) {
+        return;
+    }
+    size_t slot = (size_t)hash % KNOWN_KEYS;
+    while (known[slot].key != NULL) {
+        slot = (slot + 1) % KNOWN_KEYS;
+    }
+    known[slot] = (KnownKey){hash, key, run};
+    ++*count;
+}
+
+/* A log of FieldValues `values` put in its group's run: found in `known`, else through
+ * its key in `groups` (and remembered). 0, or -1 with an exception set. */
+static int add_to_fields_group(PyObject *groups, KnownKey *known, Py_ssize_t *count,
+                               FieldValues *values, PyObject *log) {
+    PyObject *run = known_run(known, values);
+    if (run != NULL) {
+        return PyList_Append(run, log);
+    }
+    PyObject *key = fields_key(values);
+    if (key == NULL || add_to_group(groups, key, log) < 0) {
+        Py_XDECREF(key);
+        return -1;
+    }
+    /* The dict holds the key and its run, and no user code touches it. */
+    remember_run(known, count, values->hash, key, PyDict_GetItem(groups, key));
+    Py_DECREF(key);
+    return 0;
+}
+
+/* group_by_fields(logs, topics, sources, tags, own=True) -> {key: [log, ...]}: dicts
+ * grouped by what sets their group, in order: each key (topic, source, called tags, own
+ * tags). A topic or source is the log's own field where it has one (`own`: look for
+ * them; false where the caller knows the logs have none), else what the callable gave
  * (`topics`, `sources`: a value a log, or None where the option is not a callable), else
  * None (the configuration's); each must be a str (a callable's may be None). Tags are
  * (key, value) pairs of str (see tag_pairs): the callable's (or None) and the log's own
  * (or None). A log whose fields break these has a key of its own, (Ellipsis, its index):
- * the caller takes it one by one. */
+ * the caller takes it one by one. A key is made once a group, not once a log (the str
+ * of a group's logs are compared as text, without making a key to look up). */
 static PyObject *group_by_fields(PyObject *module, PyObject *args) {
     PyObject *logs, *topics, *sources, *tags;
-    if (!PyArg_ParseTuple(args, "O!OOO:group_by_fields", &PyList_Type, &logs, &topics,
-                          &sources, &tags)) {
+    int own = 1;
+    if (!PyArg_ParseTuple(args, "O!OOO|p:group_by_fields", &PyList_Type, &logs, &topics,
+                          &sources, &tags, &own)) {
         return NULL;
     }
     PyObject *columns[3] = {topics, sources, tags};
@@ -1154,16 +1305,22 @@ static PyObject *group_by_fields(PyObject *module, PyObject *args) {
             return NULL;
         }
     }
+    KnownKey known[KNOWN_KEYS] = {{0, NULL, NULL}};
+    Py_ssize_t known_count = 0;
     PyObject *groups = PyDict_New();
     for (Py_ssize_t i = 0; groups != NULL && i < PyList_GET_SIZE(logs); i++) {
+        /* Held: a key's __eq__ (the user's, in a log with a colliding hash) may run. */
         PyObject *log = Py_NewRef(PyList_GET_ITEM(logs, i));
-        PyObject *key = fields_key(log, topics, sources, tags, i);
-        if (key == Py_Ellipsis) {
-            Py_DECREF(key);
-            key = Py_BuildValue("(On)", Py_Ellipsis, i);
+        FieldValues values;
+        int found = field_values(log, topics, sources, tags, i, own, &values);
+        int failed = found < 0;
+        if (found > 0) {
+            failed = add_to_fields_group(groups, known, &known_count, &values, log) < 0;
+        } else if (found == 0) {
+            PyObject *key = Py_BuildValue("(On)", Py_Ellipsis, i);
+            failed = key == NULL || add_to_group(groups, key, log) < 0;
+            Py_XDECREF(key);
         }
-        int failed = key == NULL || add_to_group(groups, key, log) < 0;
-        Py_XDECREF(key);
         Py_DECREF(log);
         if (failed) {
             Py_CLEAR(groups);
@@ -1756,7 +1913,8 @@ static PyMethodDef methods[] = {
      "(kind, end): 0, exactly dicts without __topic__, __source__ or __tags__; 1, exactly\n"
      "dicts with one of them; 2, the others."},
     {"group_by_fields", group_by_fields, METH_VARARGS,
-     "group_by_fields(logs, topics, sources, tags) -> dict[tuple, list]\n\nDicts grouped by\n"
+     "group_by_fields(logs, topics, sources, tags, own=True) -> dict[tuple, list]\n\n"
+     "Dicts grouped by "
      "what sets their group: (topic, source, called tags, own tags); (Ellipsis, index)\n"
      "for a log taken one by one."},
     {"encode_json_lines", encode_json_lines, METH_VARARGS,

@@ -643,7 +643,7 @@ class KeyedBatcher:
         elements, columns = self._called_columns(elements, added)
         runs: list = []
         loose: dict[LogGroup, tuple[list, list]] = {}
-        for key, run in grouping.group_by_fields(elements, *columns).items():
+        for key, run in grouping.group_by_fields(elements, *columns, own).items():
             if key[0] is ...:  # a log of its own: its group the general way
                 called = tuple(
                     option if column is None else column[key[1]]

@@ -67,13 +67,14 @@ def _tag_pairs(tags: Any) -> tuple | None:
 _ABSENT = object()
 
 
-def _fields_key(log: dict, called: tuple) -> tuple | None:
+def _fields_key(log: dict, called: tuple, own_fields: bool) -> tuple | None:
     """What :func:`group_by_fields` groups a log by, ``None`` for one taken one by one;
     ``called``: what its topic, source and tags callables gave (``_ABSENT`` where the
-    option is not a callable)."""
+    option is not a callable); ``own_fields``: whether to look for its own."""
+    own_of = log if own_fields else {}
     parts: list = []
     for field, value in zip(("__topic__", "__source__"), called, strict=False):
-        own = log.get(field, _ABSENT)
+        own = own_of.get(field, _ABSENT)
         if own is not _ABSENT:
             value = own
         elif value is _ABSENT or value is None:  # the configuration's, or a callable's None
@@ -82,7 +83,7 @@ def _fields_key(log: dict, called: tuple) -> tuple | None:
         if value.__class__ is not str:
             return None
         parts.append(value)
-    called_tags, own_tags = called[2], log.get("__tags__", _ABSENT)
+    called_tags, own_tags = called[2], own_of.get("__tags__", _ABSENT)
     # A callable's None is no tags; a log's own None breaks a rule (taken one by one).
     for tags, none in ((called_tags, None), (own_tags, _ABSENT)):
         if tags is _ABSENT or tags is none:
@@ -96,22 +97,26 @@ def _fields_key(log: dict, called: tuple) -> tuple | None:
 
 
 def group_by_fields(
-    logs: list[dict], topics: list | None, sources: list | None, tags: list | None
+    logs: list[dict],
+    topics: list | None,
+    sources: list | None,
+    tags: list | None,
+    own: bool = True,
 ) -> dict[tuple, list[dict]]:
     """Dicts grouped by what sets their group, in order (in C where built): each key
     (topic, source, the callable's tags, the log's own tags). A topic or source is the
-    log's own field where it has one, else what the callable gave (``topics``,
-    ``sources``: a value a log, or ``None`` where the option is not a callable), else
-    ``None`` (the configuration's); each must be a str (a callable's may be None). Tags
-    are (key, value) pairs of str (see :func:`_tag_pairs`), or ``None``. A log whose
-    fields break these has a key of its own, ``(..., its index)``: the caller takes it
-    one by one."""
+    log's own field where it has one (``own``: look for them; false where the caller
+    knows the logs have none), else what the callable gave (``topics``, ``sources``: a
+    value a log, or ``None`` where the option is not a callable), else ``None`` (the
+    configuration's); each must be a str (a callable's may be None). Tags are (key,
+    value) pairs of str (see :func:`_tag_pairs`), or ``None``. A log whose fields break
+    these has a key of its own, ``(..., its index)``: the caller takes it one by one."""
     if accelerated.speedups is not None:
-        return accelerated.speedups.group_by_fields(logs, topics, sources, tags)
+        return accelerated.speedups.group_by_fields(logs, topics, sources, tags, own)
     absent = [_ABSENT] * len(logs)
     columns = [absent if column is None else column for column in (topics, sources, tags)]
     keys = []
     for index, (log, *called) in enumerate(zip(logs, *columns, strict=True)):
-        key = _fields_key(log, tuple(called))
+        key = _fields_key(log, tuple(called), own)
         keys.append((..., index) if key is None else key)
     return group_by(keys, logs)

@@ -94,3 +94,53 @@ def test_group_by_fields_groups_by_the_logs_own_fields_and_what_their_callables_
     monkeypatch.setattr(accelerated, "speedups", None)
     assert grouped(None, None, None) == own_only
     assert grouped(topics, sources, tags) == in_c
+
+
+def test_group_by_fields_finds_a_groups_logs_by_their_text_however_many_groups(monkeypatch):
+    # Equal text in distinct str objects (as each parsed log has), non-ASCII text, tags in
+    # another order (another key, as the pairs differ), and more groups than C keeps
+    # keys for (each found through the dict of groups).
+    def text(*parts: str) -> str:
+        return "".join(parts)  # a new str object each time
+
+    logs, topics, sources, tags = [], [], [], []
+    for i in range(600):
+        group = i % 150
+        logs.append({"__source__": text("h-", str(group % 50))} if group % 3 == 0 else {})
+        topics.append(text("主题-", str(group % 7)) if group % 5 else None)
+        sources.append(text("src-", "😀" * (group % 2), str(group)))
+        tags.append(
+            {text("a"): text("1"), text("b"): str(group % 4)}
+            if group % 2
+            else {text("b"): str(group % 4), text("a"): text("1")}
+        )
+
+    def grouped(*columns, own=True):
+        found = grouping.group_by_fields(logs, *columns, own=own)
+        places = {id(log): place for place, log in enumerate(logs)}
+        return [(key, [places[id(log)] for log in run]) for key, run in found.items()]
+
+    cases = [
+        ((topics, sources, tags), {}),
+        ((None, sources, None), {}),
+        ((None, None, tags), {"own": False}),
+        ((topics, None, None), {"own": False}),
+    ]
+    in_c = [grouped(*columns, **options) for columns, options in cases]
+    # Each log is in the group its text says, and its logs are in order.
+    for (columns, options), found in zip(cases, in_c, strict=True):
+        assert sorted(place for _, places in found for place in places) == list(range(600))
+        for key, places in found:
+            assert places == sorted(places)
+            for place in places:
+                topic, source, called_tags, own_tags = key
+                own_source = logs[place].get("__source__") if options.get("own", True) else None
+                assert source == own_source or source == (columns[1] or [None] * 600)[place]
+                assert topic == (columns[0] or [None] * 600)[place]
+                assert called_tags == (
+                    None if columns[2] is None else tuple(columns[2][place].items())
+                )
+                assert own_tags is None
+    assert len(in_c[0]) == 150  # the first 32 groups found by the key table, the rest not
+    monkeypatch.setattr(accelerated, "speedups", None)
+    assert [grouped(*columns, **options) for columns, options in cases] == in_c
