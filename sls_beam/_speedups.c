@@ -1079,12 +1079,21 @@ static PyObject *called_value(PyObject *values, Py_ssize_t index) {
 
 /* What sets a log's group (see group_by_fields), before any key is made: the topic and
  * the source (str, or Py_None: the configuration's), the callable's and the log's own
- * tags (exact dicts of exact str, or NULL: none), all borrowed; and their hash. */
+ * tags (exact dicts of exact str, or NULL: none), all borrowed; their hash; and the
+ * log's own fields, held (a key of the log's own, with a colliding hash, may run user
+ * code that changes the log while the others are looked up): release_values drops them. */
 typedef struct {
     PyObject *parts[2];
     PyObject *tags[2];
     Py_hash_t hash;
+    PyObject *owned[3];
 } FieldValues;
+
+static void release_values(FieldValues *values) {
+    for (int field = 0; field < 3; field++) {
+        Py_CLEAR(values->owned[field]);
+    }
+}
 
 /* A str's hash folded into `hash` (a str's hash is kept in the str once made). */
 static int fold_hash(Py_hash_t *hash, PyObject *text) {
@@ -1117,17 +1126,19 @@ static int fold_tags(Py_hash_t *hash, PyObject *tags) {
 }
 
 /* A log's FieldValues (see group_by_fields; `own`: look for its own fields): 1, found;
- * 0, the log is taken one by one; -1, an error. */
+ * 0, the log is taken one by one; -1, an error. Whatever it returns, the caller releases
+ * `found` (release_values). */
 static int field_values(PyObject *log, PyObject *topics, PyObject *sources,
                         PyObject *tags_values, Py_ssize_t index, int own,
                         FieldValues *found) {
+    PyObject **owned = found->owned;
+    owned[0] = owned[1] = owned[2] = NULL;
     if (!PyDict_Check(log)) {
         PyErr_SetString(PyExc_TypeError, "group_by_fields takes dicts");
         return -1;
     }
-    PyObject *owned[3] = {NULL, NULL, NULL}; /* borrowed */
     for (int field = 0; own && field < 3; field++) {
-        owned[field] = PyDict_GetItemWithError(log, group_fields[field]);
+        owned[field] = Py_XNewRef(PyDict_GetItemWithError(log, group_fields[field]));
         if (owned[field] == NULL && PyErr_Occurred()) {
             return -1;
         }
@@ -1321,6 +1332,7 @@ static PyObject *group_by_fields(PyObject *module, PyObject *args) {
             failed = key == NULL || add_to_group(groups, key, log) < 0;
             Py_XDECREF(key);
         }
+        release_values(&values);
         Py_DECREF(log);
         if (failed) {
             Py_CLEAR(groups);

@@ -144,3 +144,37 @@ def test_group_by_fields_finds_a_groups_logs_by_their_text_however_many_groups(m
     assert len(in_c[0]) == 150  # the first 32 groups found by the key table, the rest not
     monkeypatch.setattr(accelerated, "speedups", None)
     assert [grouped(*columns, **options) for columns, options in cases] == in_c
+
+
+class _CollidesWithSource:
+    """A log's key whose hash is "__source__"'s: looking that field up runs its __eq__,
+    which takes the log's own topic away and makes new str of the topic's size (where a
+    freed topic's memory would go)."""
+
+    def __init__(self, log: dict):
+        self.log = log
+        self.made: list[str] = []
+
+    def __hash__(self) -> int:
+        return hash("__source__")
+
+    def __eq__(self, other) -> bool:
+        self.log.pop("__topic__", None)
+        self.made += ["".join(("other-", str(i))) for i in range(64)]
+        return False
+
+
+def test_group_by_fields_holds_a_logs_own_fields_while_user_code_changes_the_log(monkeypatch):
+    def grouped():
+        log = {"__topic__": "".join(("topic-", "1"))}  # the dict holds its only reference
+        log[_CollidesWithSource(log)] = 1
+        return [
+            (key, len(run))
+            for key, run in grouping.group_by_fields([log], None, None, None).items()
+        ]
+
+    # The topic it had when its fields were read (the per-log path, later, names the key
+    # that is not a str).
+    assert grouped() == [(("topic-1", None, None, None), 1)]
+    monkeypatch.setattr(accelerated, "speedups", None)
+    assert grouped() == [(("topic-1", None, None, None), 1)]
