@@ -941,23 +941,24 @@ static PyObject *encode_runs(PyObject *module, PyObject *args) {
     return Py_BuildValue("(NN)", encoded, originals);
 }
 
-/* `item` appended to the list of `key` in `groups` (a new list for a new key); -1: an
- * error (a key's __hash__ or __eq__ may be the user's code). */
-static int add_to_group(PyObject *groups, PyObject *key, PyObject *item) {
+/* `item` appended to the list of `key` in `groups` (a new list for a new key): that list
+ * (borrowed: the dict holds it), or NULL with an exception set (a key's __hash__ or
+ * __eq__ may be the user's code). */
+static PyObject *add_to_group(PyObject *groups, PyObject *key, PyObject *item) {
     PyObject *group = PyDict_GetItemWithError(groups, key); /* borrowed */
     if (group == NULL) {
         if (PyErr_Occurred()) {
-            return -1;
+            return NULL;
         }
         PyObject *fresh = PyList_New(0);
         int failed = fresh == NULL || PyDict_SetItem(groups, key, fresh) < 0;
         Py_XDECREF(fresh); /* the dict holds it */
         if (failed) {
-            return -1;
+            return NULL;
         }
         group = fresh;
     }
-    return PyList_Append(group, item);
+    return PyList_Append(group, item) < 0 ? NULL : group;
 }
 
 /* group_by(keys, items) -> {key: [item, ...]}: the items of each key, in order (the
@@ -977,7 +978,7 @@ static PyObject *group_by(PyObject *module, PyObject *args) {
                            i < PyList_GET_SIZE(items); i++) {
         PyObject *key = Py_NewRef(PyList_GET_ITEM(keys, i));
         PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
-        int failed = add_to_group(groups, key, item) < 0;
+        int failed = add_to_group(groups, key, item) == NULL;
         Py_DECREF(key);
         Py_DECREF(item);
         if (failed) {
@@ -1231,8 +1232,8 @@ static int same_tags(PyObject *tags, PyObject *pairs) {
 }
 
 /* The keys group_by_fields has made, found again without making a key a log: an open
- * addressing table of their hashes, each with its key and list (borrowed from the dict
- * of groups). Past KNOWN_KEYS / 2 keys, the others are found through the dict. */
+ * addressing table of their hashes, each with its key and list (held: forget_runs drops
+ * them). Past KNOWN_KEYS / 2 keys, the others are found through the dict. */
 #define KNOWN_KEYS 64
 
 typedef struct {
@@ -1267,8 +1268,15 @@ static void remember_run(KnownKey *known, Py_ssize_t *count, Py_hash_t hash, PyO
     while (known[slot].key != NULL) {
         slot = (slot + 1) % KNOWN_KEYS;
     }
-    known[slot] = (KnownKey){hash, key, run};
+    known[slot] = (KnownKey){hash, Py_NewRef(key), Py_NewRef(run)};
     ++*count;
+}
+
+static void forget_runs(KnownKey *known) {
+    for (int slot = 0; slot < KNOWN_KEYS; slot++) {
+        Py_CLEAR(known[slot].key);
+        Py_CLEAR(known[slot].run);
+    }
 }
 
 /* A log of FieldValues `values` put in its group's run: found in `known`, else through
@@ -1280,14 +1288,12 @@ static int add_to_fields_group(PyObject *groups, KnownKey *known, Py_ssize_t *co
         return PyList_Append(run, log);
     }
     PyObject *key = fields_key(values);
-    if (key == NULL || add_to_group(groups, key, log) < 0) {
-        Py_XDECREF(key);
-        return -1;
+    run = key == NULL ? NULL : add_to_group(groups, key, log);
+    if (run != NULL) {
+        remember_run(known, count, values->hash, key, run);
     }
-    /* The dict holds the key and its run, and no user code touches it. */
-    remember_run(known, count, values->hash, key, PyDict_GetItem(groups, key));
-    Py_DECREF(key);
-    return 0;
+    Py_XDECREF(key);
+    return run == NULL ? -1 : 0;
 }
 
 /* group_by_fields(logs, topics, sources, tags, own=True) -> {key: [log, ...]}: dicts
@@ -1329,7 +1335,7 @@ static PyObject *group_by_fields(PyObject *module, PyObject *args) {
             failed = add_to_fields_group(groups, known, &known_count, &values, log) < 0;
         } else if (found == 0) {
             PyObject *key = Py_BuildValue("(On)", Py_Ellipsis, i);
-            failed = key == NULL || add_to_group(groups, key, log) < 0;
+            failed = key == NULL || add_to_group(groups, key, log) == NULL;
             Py_XDECREF(key);
         }
         release_values(&values);
@@ -1338,6 +1344,7 @@ static PyObject *group_by_fields(PyObject *module, PyObject *args) {
             Py_CLEAR(groups);
         }
     }
+    forget_runs(known);
     return groups;
 }
 
