@@ -1,7 +1,7 @@
 /* The hot path's loops in C, built where a C compiler is at hand: without it, the same
  * results come from Python (sls_beam.wire, sls_beam.batching).
  *
- * encode_runs(runs, known_keys, tail, max_log_bytes[, keep_originals[, own_groups]]): the
+ * encode_runs(runs, known_keys, tail, max_log_bytes[, keep[, own_groups]]): the
  * wire format's bulk encoder. For each run (a list of logs), each log as a JSON object of string values, joined by
  * commas: the same bytes as sls_beam.wire's Python encoder (the value rules of its
  * docstring; text escaped as orjson escapes it). A run's place holds None, never an
@@ -11,12 +11,11 @@
  * a value not of a common type (str or a subclass, written as its characters; exactly
  * int, float, bool, None, dict, list); text that is not UTF-8; a value over 1 MiB of
  * UTF-8; a log longer than `max_log_bytes`; a dict or list that orjson refuses. `tail`
- * (bytes) is JSON written at the end of every log (its `__time__`). With `keep_originals`,
- * it also gives each run's logs as JSON with their values as they are, where JSON gives
- * them back unchanged (see Originals): what the batcher keeps for a failed record. With
- * `own_groups`, a log's own __topic__, __source__ (str values) and __tags__ (a dict: the
- * caller grouped the logs by them) are left out of the wire JSON, and kept in the
- * originals.
+ * (bytes) is JSON written at the end of every log (its `__time__`). With `keep`, it also
+ * gives what makes each run's logs again from their wire JSON (see Kinds): what the
+ * batcher keeps for a failed record. With `own_groups`, a log's own __topic__, __source__
+ * (str values) and __tags__ (a dict: the caller grouped the logs by them) are left out of
+ * the wire JSON, and kept with the kinds.
  *
  * group_by(keys, items): the batcher's runs of the logs a source callable named.
  *
@@ -492,24 +491,28 @@ static int put_value(Buffer *buffer, PyObject *value, Run *run) {
     return 1;
 }
 
-/* Originals: a run's logs as JSON with their values as they are (numbers as numbers,
- * nested objects as objects), written beside the wire JSON when JSON gives every value
- * back as it was: orjson.loads of them is a copy of the logs, so that the batcher keeps
- * that text for a failed record rather than packing the logs (see
- * sls_beam.batching.PackedElements). A run whose logs hold anything else (a dict
- * subclass, a str subclass, an int past 64 bits, NaN or an infinity, a tuple) has none. */
+/* Kinds: what kind each field of a run's logs was, a letter a field, so that a failed
+ * log is made again from its wire JSON (sls_beam.wire.logs_from_wire) rather than kept a
+ * second time: the wire text of a str, an int, a float (NaN and the infinities too), a
+ * bool, None, or an exact dict or list (orjson's text) reads back as the value it was
+ * written from. What the batcher keeps for a failed record is then a letter a field, not
+ * the logs' own JSON (measured: a fifth of a typed log's encoding, and half the bytes
+ * kept). A run whose logs hold anything else (a dict subclass, a str subclass, a dict or
+ * list that JSON would not give back, see reads_back) is not kept: the caller packs it. */
 typedef struct {
-    Buffer buffer;
-    int faithful; /* 0: a value of the run would not come back as it was */
-} Originals;
+    Buffer letters; /* a letter a field, in each log's order, and ';' after each log */
+    Buffer own;     /* the JSON of the fields left out of the wire (own_groups), by commas */
+    int faithful;   /* 0: a value of the run would not come back as it was */
+    int all_text;   /* every value a str, none left out: the wire JSON is the logs' own */
+} Kinds;
 
 #define MAX_FAITHFUL_DEPTH 64
 
 static int container_reads_back(PyObject *value, int depth);
 
-/* Whether a value's JSON reads back as it is: it and what it holds are exact dicts with
- * str keys, lists, str, ints within 64 bits, finite floats, bools and None. Inline: most
- * values are of the first kinds (a call a value costs ~10 % of a typed log's encoding). */
+/* Whether a value inside a dict or list reads back from orjson's text as it is: it and
+ * what it holds are exact dicts with str keys, lists, str, ints within 64 bits, finite
+ * floats, bools and None. */
 static inline int reads_back(PyObject *value, int depth) {
     PyTypeObject *type = Py_TYPE(value);
     if (type == &PyUnicode_Type || type == &PyBool_Type || value == Py_None) {
@@ -553,39 +556,29 @@ static int container_reads_back(PyObject *value, int depth) {
     return 0;
 }
 
-/* A field of a log in its original form, from its wire text just written (`buffer` from
- * `key_start`: `"key":`, after a comma when `wire_comma`; from `value_start`: the value as
- * a JSON string), after a comma when `comma`; -1: no memory. */
-static int put_original(Originals *originals, const Buffer *buffer, Py_ssize_t key_start,
-                        int wire_comma, int comma, Py_ssize_t value_start, PyObject *value,
-                        const Run *run) {
-    if (!reads_back(value, 0)) {
-        originals->faithful = 0;
+/* The letter of a field's value (see Kinds), after it was written to the wire; -1: no
+ * memory. */
+static int put_kind(Kinds *kinds, PyObject *value) {
+    PyTypeObject *type = Py_TYPE(value);
+    char kind;
+    if (type == &PyUnicode_Type) {
+        kind = 's';
+    } else if (type == &PyLong_Type) {
+        kind = 'i';
+    } else if (type == &PyFloat_Type) {
+        kind = 'f';
+    } else if (type == &PyBool_Type) {
+        kind = 'b';
+    } else if (value == Py_None) {
+        kind = 'n';
+    } else if (container_reads_back(value, 0)) {
+        kind = 'j';
+    } else { /* a str subclass (written as its characters), a dict or list of others */
+        kinds->faithful = 0;
         return 0;
     }
-    PyTypeObject *type = Py_TYPE(value);
-    const char *text = buffer->data + value_start;
-    Py_ssize_t size = buffer->size - value_start;
-    if (type == &PyDict_Type || type == &PyList_Type) {
-        text = run->nested_text;
-        size = run->nested_size;
-    } else if (type != &PyUnicode_Type) { /* a number, true, false, null: unquoted */
-        text++;
-        size -= 2;
-    } /* else the same JSON string */
-    key_start += wire_comma;
-    Py_ssize_t key_size = value_start - key_start;
-    if (reserve(&originals->buffer, comma + key_size + size) < 0) {
-        return -1;
-    }
-    char *out = originals->buffer.data + originals->buffer.size;
-    if (comma) {
-        *out++ = ',';
-    }
-    memcpy(out, buffer->data + key_start, key_size);
-    memcpy(out + key_size, text, size);
-    originals->buffer.size += comma + key_size + size;
-    return 0;
+    kinds->all_text &= kind == 's';
+    return put(&kinds->letters, &kind, 1);
 }
 
 /* Which field that sets the log's group `key` is (with `own_groups`: the caller has
@@ -610,11 +603,10 @@ static int group_field(PyObject *key) {
     return size == 8 && memcmp(text, "__tags__", 8) == 0 ? 3 : 0;
 }
 
-/* A field that sets the log's group (`field`, see group_field): not sent, but in
- * `originals` (unless NULL) as it is, after a comma when `comma`. A topic or source must
- * be a str, tags an exact dict (else the log is not plain: 1); -1: no memory. */
-static int put_group_field(Originals *originals, Run *run, int field, PyObject *value,
-                           int comma) {
+/* A field that sets the log's group (`field`, see group_field): not sent, but its letter
+ * ('T', 'S' or 'G') and its JSON kept in `kinds` (unless NULL). A topic or source must be
+ * a str, tags an exact dict (else the log is not plain: 1); -1: no memory. */
+static int put_group_field(Kinds *kinds, Run *run, int field, PyObject *value) {
     const char *text = NULL;
     Py_ssize_t size = 0;
     if (field == 3) { /* tags: their orjson text, among the run's nested values */
@@ -624,25 +616,25 @@ static int put_group_field(Originals *originals, Run *run, int field, PyObject *
         const char *end = nested_end(text);
         run->nested.next = end + 1; /* after the comma */
         size = end - text;
-        if (originals != NULL && !reads_back(value, 0)) {
-            originals->faithful = 0;
-            originals = NULL;
+        if (kinds != NULL && !container_reads_back(value, 0)) {
+            kinds->faithful = 0;
+            kinds = NULL;
         }
     } else if (!PyUnicode_CheckExact(value)) {
         return 1;
     }
-    if (originals == NULL) {
+    if (kinds == NULL) {
         return 0;
     }
-    /* The key is the field's name (see group_field): written as its text, with its colon. */
-    static const char *const names[3] = {"\"__topic__\":", "\"__source__\":", "\"__tags__\":"};
-    int result = comma ? PUT_LITERAL(&originals->buffer, ",") : 0;
-    if (result == 0) {
-        result = put(&originals->buffer, names[field - 1], (Py_ssize_t)strlen(names[field - 1]));
+    kinds->all_text = 0;
+    char letter = "TSG"[field - 1];
+    int result = put(&kinds->letters, &letter, 1);
+    if (result == 0 && kinds->own.size > 0) {
+        result = PUT_LITERAL(&kinds->own, ",");
     }
     if (result == 0) {
-        result = text != NULL ? put(&originals->buffer, text, size)
-                              : put_str(&originals->buffer, value, MAX_VALUE_BYTES);
+        result = text != NULL ? put(&kinds->own, text, size)
+                              : put_str(&kinds->own, value, MAX_VALUE_BYTES);
     }
     return result;
 }
@@ -700,26 +692,25 @@ static int put_key(Buffer *buffer, PyObject *key, Py_ssize_t place, PyObject *kn
     return result;
 }
 
-/* One log as a JSON object (and in `originals`, unless NULL, as it is); 0 written, 1 not
- * plain, -1 error. */
-static int put_log(Buffer *buffer, Originals *originals, PyObject *log, PyObject *known_keys,
+/* One log as a JSON object (and its fields' letters in `kinds`, unless NULL); 0 written,
+ * 1 not plain, -1 error. */
+static int put_log(Buffer *buffer, Kinds *kinds, PyObject *log, PyObject *known_keys,
                    KeyText *keys, Run *run, const char *tail, Py_ssize_t tail_size) {
     /* A dict subclass is read as a dict, as orjson and the Python encoder read it. */
     if (!PyDict_Check(log) || PyDict_GET_SIZE(log) == 0) {
         return 1;
     }
-    if (originals != NULL && !PyDict_CheckExact(log)) {
-        originals->faithful = 0; /* it would come back as a dict */
+    if (kinds != NULL && !PyDict_CheckExact(log)) {
+        kinds->faithful = 0; /* it would come back as a dict */
     }
-    if (originals != NULL && !originals->faithful) {
-        originals = NULL;
+    if (kinds != NULL && !kinds->faithful) {
+        kinds = NULL;
     }
-    if (PUT_LITERAL(buffer, "{") < 0 || (originals && PUT_LITERAL(&originals->buffer, "{") < 0)) {
+    if (PUT_LITERAL(buffer, "{") < 0) {
         return -1;
     }
-    /* Fields sent, and fields in the originals: they differ by the fields that set the
-     * log's group (with run->own_groups). */
-    Py_ssize_t position = 0, place = 0, original_place = 0;
+    /* Fields sent: all but those that set the log's group (with run->own_groups). */
+    Py_ssize_t position = 0, place = 0;
     PyObject *key, *value;
     while (PyDict_Next(log, &position, &key, &value)) {
         /* A value's writing may run code (orjson, a str of an int): hold the pair. */
@@ -727,22 +718,17 @@ static int put_log(Buffer *buffer, Originals *originals, PyObject *log, PyObject
         Py_INCREF(value);
         int result, field = run->own_groups ? group_field(key) : 0;
         if (field) {
-            result = put_group_field(originals && originals->faithful ? originals : NULL, run,
-                                     field, value, original_place > 0);
+            result = put_group_field(kinds && kinds->faithful ? kinds : NULL, run, field, value);
         } else {
-            Py_ssize_t key_start = buffer->size, value_start = 0;
             result = put_key(buffer, key, place, known_keys, keys);
             if (result == 0) {
-                value_start = buffer->size;
                 result = put_value(buffer, value, run);
             }
-            if (result == 0 && originals != NULL && originals->faithful) {
-                result = put_original(originals, buffer, key_start, place > 0,
-                                      original_place > 0, value_start, value, run);
+            if (result == 0 && kinds != NULL && kinds->faithful) {
+                result = put_kind(kinds, value);
             }
             place++;
         }
-        original_place++;
         Py_DECREF(key);
         Py_DECREF(value);
         if (result != 0) {
@@ -753,28 +739,27 @@ static int put_log(Buffer *buffer, Originals *originals, PyObject *log, PyObject
         return 1;
     }
     if (put(buffer, tail, tail_size) < 0 || PUT_LITERAL(buffer, "}") < 0 ||
-        (originals && PUT_LITERAL(&originals->buffer, "}") < 0)) {
+        (kinds && PUT_LITERAL(&kinds->letters, ";") < 0)) {
         return -1;
     }
     return 0;
 }
 
-/* One run's logs joined by commas into `buffer` (and `originals`, unless NULL); 0 written,
- * 1 not plain, -1 error. */
-static int put_run(Buffer *buffer, Originals *originals, PyObject *logs, PyObject *known_keys,
+/* One run's logs joined by commas into `buffer` (and their letters in `kinds`, unless
+ * NULL); 0 written, 1 not plain, -1 error. */
+static int put_run(Buffer *buffer, Kinds *kinds, PyObject *logs, PyObject *known_keys,
                    KeyText *keys, Run *run, const char *tail, Py_ssize_t tail_size,
                    Py_ssize_t max_log_bytes) {
     int result = 0;
     /* The list may change while a value is written (user code): index it each time. */
     for (Py_ssize_t i = 0; result == 0 && i < PyList_GET_SIZE(logs); i++) {
         Py_ssize_t start = buffer->size + (i > 0);
-        if (i > 0 && (PUT_LITERAL(buffer, ",") < 0 ||
-                      (originals && PUT_LITERAL(&originals->buffer, ",") < 0))) {
+        if (i > 0 && PUT_LITERAL(buffer, ",") < 0) {
             return -1;
         }
         PyObject *log = PyList_GET_ITEM(logs, i);
         Py_INCREF(log);
-        result = put_log(buffer, originals, log, known_keys, keys, run, tail, tail_size);
+        result = put_log(buffer, kinds, log, known_keys, keys, run, tail, tail_size);
         Py_DECREF(log);
         if (result == 0 && buffer->size - start > max_log_bytes) {
             result = 1;
@@ -784,19 +769,19 @@ static int put_run(Buffer *buffer, Originals *originals, PyObject *logs, PyObjec
 }
 
 static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_bytes,
-                        Py_ssize_t max_log_bytes, int own_groups, PyObject **originals);
+                        Py_ssize_t max_log_bytes, int own_groups, PyObject **kept);
 
 /* Each run on its own (orjson refused a nested value of one of them). */
 static PyObject *encode_each(PyObject *runs, PyObject *known_keys, PyObject *tail,
-                             Py_ssize_t max_log_bytes, int own_groups, PyObject **originals) {
+                             Py_ssize_t max_log_bytes, int own_groups, PyObject **kept) {
     Py_ssize_t count = PyList_GET_SIZE(runs);
     PyObject *results = PyList_New(count);
     for (Py_ssize_t r = 0; results != NULL && r < count; r++) {
-        PyObject *one = PyList_New(1), *encoded = NULL, *kept = NULL;
+        PyObject *one = PyList_New(1), *encoded = NULL, *kept_one = NULL;
         if (one != NULL) {
             PyList_SET_ITEM(one, 0, Py_NewRef(PyList_GET_ITEM(runs, r)));
             encoded = encode(one, known_keys, tail, max_log_bytes, own_groups,
-                             originals ? &kept : NULL);
+                             kept ? &kept_one : NULL);
         }
         Py_XDECREF(one);
         if (encoded == NULL) {
@@ -804,55 +789,67 @@ static PyObject *encode_each(PyObject *runs, PyObject *known_keys, PyObject *tai
             break;
         }
         PyList_SET_ITEM(results, r, Py_NewRef(PyList_GET_ITEM(encoded, 0)));
-        if (originals != NULL) {
-            PyList_SetItem(*originals, r, Py_NewRef(PyList_GET_ITEM(kept, 0)));
-            Py_DECREF(kept);
+        if (kept != NULL) {
+            PyList_SetItem(*kept, r, Py_NewRef(PyList_GET_ITEM(kept_one, 0)));
+            Py_DECREF(kept_one);
         }
         Py_DECREF(encoded);
     }
     return results;
 }
 
-/* A run's originals: the wire JSON itself where they are the same bytes (all values str,
- * no tail), else a bytes of their own. */
-static PyObject *originals_of(const Originals *originals, const Buffer *buffer,
-                              PyObject *encoded) {
-    if (originals->buffer.size == buffer->size &&
-        memcmp(originals->buffer.data, buffer->data, buffer->size) == 0) {
+/* What is kept of a run for its failed logs (see Kinds): its wire JSON itself where that
+ * is the logs' own (every value a str, none left out, no tail), else (its wire JSON, its
+ * kinds): the letters, and after a NUL the JSON of the fields left out of the wire. */
+static PyObject *kept_of(const Kinds *kinds, PyObject *encoded, Py_ssize_t tail_size) {
+    if (kinds->all_text && tail_size == 0) {
         return Py_NewRef(encoded);
     }
-    return PyBytes_FromStringAndSize(originals->buffer.data, originals->buffer.size);
+    Py_ssize_t letters = kinds->letters.size, own = kinds->own.size;
+    PyObject *text = PyBytes_FromStringAndSize(NULL, letters + (own > 0 ? 1 + own : 0));
+    if (text == NULL) {
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(text);
+    memcpy(out, kinds->letters.data, letters);
+    if (own > 0) {
+        out[letters] = '\0';
+        memcpy(out + letters + 1, kinds->own.data, own);
+    }
+    PyObject *pair = PyTuple_Pack(2, encoded, text);
+    Py_DECREF(text);
+    return pair;
 }
 
-/* encode_runs' work: the list of each run's wire JSON (or None), and where `originals` is
- * not NULL, a new list of each run's originals (bytes, or None) in *originals. */
+/* encode_runs' work: the list of each run's wire JSON (or None), and where `kept` is not
+ * NULL, a new list of what is kept of each run (see kept_of; None where it is not) in
+ * *kept. */
 static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_bytes,
-                        Py_ssize_t max_log_bytes, int own_groups, PyObject **originals) {
+                        Py_ssize_t max_log_bytes, int own_groups, PyObject **kept) {
     const char *tail = PyBytes_AS_STRING(tail_bytes);
     Py_ssize_t tail_size = PyBytes_GET_SIZE(tail_bytes);
     Py_ssize_t count = PyList_GET_SIZE(runs);
     Py_ssize_t (*firsts)[2] = PyMem_Malloc(sizeof(*firsts) * (count + 1));
     PyObject *results = PyList_New(count);
     Buffer buffer = take_buffer(0);
-    Originals kept = {take_buffer(1), 1};
+    Kinds kinds = {take_buffer(1), {NULL, 0, 0}, 1, 1};
     Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}, NULL, 0, own_groups};
     KeyText keys[REMEMBERED_PLACES] = {{NULL, 0, {0}}};
     int result = -1;
-    if (originals != NULL) {
-        *originals = PyList_New(count);
-        for (Py_ssize_t r = 0; *originals != NULL && r < count; r++) {
-            PyList_SET_ITEM(*originals, r, Py_NewRef(Py_None));
+    if (kept != NULL) {
+        *kept = PyList_New(count);
+        for (Py_ssize_t r = 0; *kept != NULL && r < count; r++) {
+            PyList_SET_ITEM(*kept, r, Py_NewRef(Py_None));
         }
     }
-    if (firsts != NULL && results != NULL && (originals == NULL || *originals != NULL) &&
+    if (firsts != NULL && results != NULL && (kept == NULL || *kept != NULL) &&
         reserve(&buffer, 64 * 1024) == 0 &&
-        (originals == NULL || reserve(&kept.buffer, 64 * 1024) == 0)) {
+        (kept == NULL || reserve(&kinds.letters, 4 * 1024) == 0)) {
         result = write_runs(&run, runs, firsts);
     }
     if (result == 1 && count > 1) {
         Py_DECREF(results);
-        results =
-            encode_each(runs, known_keys, tail_bytes, max_log_bytes, own_groups, originals);
+        results = encode_each(runs, known_keys, tail_bytes, max_log_bytes, own_groups, kept);
         result = results == NULL ? -2 : 2;
     }
     for (Py_ssize_t r = 0; result == 0 && r < count; r++) {
@@ -860,9 +857,9 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
         if (firsts[r][0] >= 0) {
             skip_to(&run.floats, firsts[r][0], float_end);
             skip_to(&run.nested, firsts[r][1], nested_end);
-            buffer.size = kept.buffer.size = 0;
-            kept.faithful = 1;
-            int written = put_run(&buffer, originals ? &kept : NULL, PyList_GET_ITEM(runs, r),
+            buffer.size = kinds.letters.size = kinds.own.size = 0;
+            kinds.faithful = kinds.all_text = 1;
+            int written = put_run(&buffer, kept ? &kinds : NULL, PyList_GET_ITEM(runs, r),
                                   known_keys, keys, &run, tail, tail_size, max_log_bytes);
             if (written < 0) {
                 result = -1;
@@ -870,13 +867,12 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
             }
             if (written == 0) {
                 encoded = PyBytes_FromStringAndSize(buffer.data, buffer.size);
-                PyObject *original = NULL;
-                if (encoded != NULL && originals != NULL && kept.faithful) {
-                    original = originals_of(&kept, &buffer, encoded);
-                    if (original == NULL) {
+                if (encoded != NULL && kept != NULL && kinds.faithful) {
+                    PyObject *kept_run = kept_of(&kinds, encoded, tail_size);
+                    if (kept_run == NULL) {
                         Py_CLEAR(encoded);
                     } else {
-                        PyList_SetItem(*originals, r, original);
+                        PyList_SetItem(*kept, r, kept_run);
                     }
                 }
                 if (encoded == NULL) {
@@ -898,13 +894,14 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
             PyErr_NoMemory();
         }
         Py_CLEAR(results);
-        if (originals != NULL) {
-            Py_CLEAR(*originals);
+        if (kept != NULL) {
+            Py_CLEAR(*kept);
         }
     }
     PyMem_Free(firsts);
     give_back(&buffer, 0);
-    give_back(&kept.buffer, 1);
+    give_back(&kinds.letters, 1);
+    PyMem_Free(kinds.own.data); /* only logs naming their own group fields use it */
     forget_keys(keys);
     forget_run(&run);
     return results;
@@ -913,10 +910,9 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
 static PyObject *encode_runs(PyObject *module, PyObject *args) {
     PyObject *runs, *known_keys, *tail_bytes;
     Py_ssize_t max_log_bytes;
-    int keep_originals = 0, own_groups = 0;
+    int keep = 0, own_groups = 0;
     if (!PyArg_ParseTuple(args, "O!OO!n|pp:encode_runs", &PyList_Type, &runs, &known_keys,
-                          &PyBytes_Type, &tail_bytes, &max_log_bytes, &keep_originals,
-                          &own_groups)) {
+                          &PyBytes_Type, &tail_bytes, &max_log_bytes, &keep, &own_groups)) {
         return NULL;
     }
     if (known_keys != Py_None && !PyAnySet_Check(known_keys)) {
@@ -929,16 +925,15 @@ static PyObject *encode_runs(PyObject *module, PyObject *args) {
             return NULL;
         }
     }
-    if (!keep_originals) {
+    if (!keep) {
         return encode(runs, known_keys, tail_bytes, max_log_bytes, own_groups, NULL);
     }
-    PyObject *originals = NULL;
-    PyObject *encoded =
-        encode(runs, known_keys, tail_bytes, max_log_bytes, own_groups, &originals);
+    PyObject *kept = NULL;
+    PyObject *encoded = encode(runs, known_keys, tail_bytes, max_log_bytes, own_groups, &kept);
     if (encoded == NULL) {
         return NULL;
     }
-    return Py_BuildValue("(NN)", encoded, originals);
+    return Py_BuildValue("(NN)", encoded, kept);
 }
 
 /* `item` appended to the list of `key` in `groups` (a new list for a new key): that list
@@ -1919,12 +1914,11 @@ static PyObject *encode_json_lines(PyObject *module, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"encode_runs", encode_runs, METH_VARARGS,
-     "encode_runs(runs, known_keys, tail, max_log_bytes, keep_originals=False,\n"
-     "            own_groups=False)\n"
-     "    -> list[bytes | None] | tuple[list[bytes | None], list[bytes | None]]\n\n"
+     "encode_runs(runs, known_keys, tail, max_log_bytes, keep=False, own_groups=False)\n"
+     "    -> list[bytes | None] | tuple[list[bytes | None], list[bytes | tuple | None]]\n\n"
      "Each run's logs' JSON objects joined by commas, or None where one is not plain;\n"
-     "with keep_originals, also each run's logs as JSON with their values as they are,\n"
-     "or None where JSON would not give them back as they were."},
+     "with keep, also what makes each run's logs again: its wire JSON itself (the logs'\n"
+     "own), or (wire JSON, kinds), or None where they would not come back as they were."},
     {"group_by", group_by, METH_VARARGS,
      "group_by(keys, items) -> dict[key, list]\n\nThe items of each key, in order."},
     {"element_runs", element_runs, METH_O,

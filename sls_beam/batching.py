@@ -22,7 +22,7 @@ from sls_beam import grouping
 from sls_beam.errors import InvalidLogError
 from sls_beam.json_lines import EncodedLines, JsonLines, NotJsonError, line_starts, parse_line
 from sls_beam.preparing import LogPreparer, callable_raised, log_content, names_own_group
-from sls_beam.wire import BatchLimits, LogGroup, encode_plain
+from sls_beam.wire import BatchLimits, LogGroup, encode_plain, logs_from_wire
 
 #: What buffering costs beside the logs' JSON, in bytes of memory: an open
 #: batch (its lists, dict entries, group and body prefix) and each log in it
@@ -141,16 +141,18 @@ class PackedElements(_Runs):
     elements is one bytes object the collector never looks at, and less memory.
 
     Args:
-      runs: each run's elements: the logs' own JSON (the C encoder's originals:
-        see LogEncoder.encode_runs_keeping), or packed by :func:`pack_run` (or
-        a list, kept as it is when the collector ignores them or pickle refused
-        one).
+      runs: each run's elements: what the C encoder kept of its logs (their own
+        JSON, or their wire JSON and kinds: see LogEncoder.encode_runs_keeping),
+        or packed by :func:`pack_run` (or a list, kept as it is when the
+        collector ignores them or pickle refused one).
       counts: how many elements each run holds.
     """
 
-    def _unpack(self, run: bytes | list | _LinesRun) -> list:
+    def _unpack(self, run: bytes | tuple[bytes, bytes] | list | _LinesRun) -> list:
         if run.__class__ is list:
             return run
+        if run.__class__ is tuple:
+            return logs_from_wire(*run)
         if run.__class__ is _LinesRun:
             return run.logs()
         first = run[0]
@@ -602,29 +604,29 @@ class KeyedBatcher:
         self._static_waiting = None
         if not runs:
             return added
-        encoded, originals = self._preparer.encode_runs_keeping(
+        encoded, kept_runs = self._preparer.encode_runs_keeping(
             [contents for _, (_, contents) in runs], own_groups=own
         )
         open_batches, fits = self._open, self._limits.fits
-        for (group, (elements, contents)), joined, original in zip(
-            runs, encoded, originals, strict=True
+        for (group, (elements, contents)), joined, kept in zip(
+            runs, encoded, kept_runs, strict=True
         ):
             # The common case here (a source per element makes ~16 runs of the 128 logs,
-            # and the general way's calls cost ~0.1 µs a log): the logs, kept as their own
-            # JSON, fit the group's open batch and leave it short of full.
+            # and the general way's calls cost ~0.1 µs a log): the logs, kept as the
+            # encoder kept them, fit the group's open batch and leave it short of full.
             batch = open_batches.get(group)
             if (
                 batch is not None
-                and original is not None
+                and kept is not None
                 and elements is contents
                 and batch.count + len(elements) < batch.full_at
                 and fits(batch.count, batch.nbytes, len(joined), batch.room, len(elements))
             ):
-                cost = len(joined) if original is joined else len(joined) + len(original)
-                batch.add_run(joined, len(elements), original, cost)
+                cost = len(joined) if kept is joined else len(joined) + len(kept[1])
+                batch.add_run(joined, len(elements), kept, cost)
                 self.buffered_bytes += cost
                 continue
-            self._place(group, elements, contents, joined, original, added)
+            self._place(group, elements, contents, joined, kept, added)
         self._make_room(added)
         return added
 
@@ -744,11 +746,11 @@ class KeyedBatcher:
         elements: list,
         contents: list,
         joined: bytes | None,
-        original: bytes | None,
+        kept: bytes | tuple[bytes, bytes] | None,
         added: Added,
     ) -> None:
         """Put a group's waiting elements (``joined``: their JSON, if encoded in bulk;
-        ``original``: the logs' own JSON, if any) in its open batch, in order, in runs
+        ``kept``: what gives the logs back, if any) in its open batch, in order, in runs
         that fill it; encode again what is cut."""
         limits = self._limits
         batch = self._open.get(group)
@@ -757,7 +759,7 @@ class KeyedBatcher:
             and batch is not None
             and limits.fits(batch.count, batch.nbytes, len(joined), batch.room, len(elements))
         ):
-            self._append_run(group, batch, joined, elements, contents, added, original)
+            self._append_run(group, batch, joined, elements, contents, added, kept)
             self._make_room(added)
             return
         whole = contents
@@ -770,7 +772,7 @@ class KeyedBatcher:
                 runs.appendleft((elements[free:], contents[free:]))
                 elements, contents = elements[:free], contents[:free]
             if contents is not whole:  # a part: encoded on its own (and packed)
-                joined, original = self._preparer.encode_many(contents), None
+                joined, kept = self._preparer.encode_many(contents), None
             if joined is None:  # not all plain: log by log, which names any problem
                 for element, content in zip(elements, contents, strict=True):
                     self._add_one(group, element, content, added)
@@ -778,7 +780,7 @@ class KeyedBatcher:
             if batch is None:
                 batch = self._start(group)
             if limits.fits(batch.count, batch.nbytes, len(joined), batch.room, len(elements)):
-                self._append_run(group, batch, joined, elements, contents, added, original)
+                self._append_run(group, batch, joined, elements, contents, added, kept)
                 continue
             if len(elements) > 1:
                 # Fill the batch: first the logs that may still fit (as the run's mean
@@ -803,21 +805,20 @@ class KeyedBatcher:
         elements: list,
         contents: list,
         added: Added,
-        original: bytes | None = None,
+        kept: bytes | tuple[bytes, bytes] | None = None,
     ) -> None:
-        """Add a run to ``batch``, its elements kept as the logs' ``original`` JSON when
-        they are those logs, else packed; send the batch if that filled it."""
-        if original is not None and (
+        """Add a run to ``batch``, its elements kept as what the encoder ``kept`` of the
+        logs when they are those logs, else packed; send the batch if that filled it."""
+        if kept is not None and (
             elements is contents or all(map(operator.is_, elements, contents))
         ):
-            packed = original
+            packed = kept
+            # All-str logs: their own JSON is the wire JSON, already counted.
+            packed_cost = 0 if kept is joined else len(kept[1])
         else:
             packed = pack_run(elements, contents)
-        if packed is elements:
-            kept = LOG_COST * len(elements)
-        else:  # all-str logs: their own JSON is the wire JSON, already counted
-            kept = 0 if packed is joined else len(packed)
-        cost = len(joined) + kept
+            packed_cost = LOG_COST * len(elements) if packed is elements else len(packed)
+        cost = len(joined) + packed_cost
         batch.add_run(joined, len(elements), packed, cost)
         self.buffered_bytes += cost
         if batch.count >= batch.full_at:

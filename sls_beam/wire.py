@@ -326,7 +326,7 @@ class LogEncoder:
         (runs of a few logs each, such as a bundle's logs per group, cost about
         what one run of all of them does). A run that is not all plain is ``None``."""
         if accelerated.speedups is not None and not self.event_time_key:
-            return self._in_c(runs, keep_originals=False)
+            return self._in_c(runs, keep=False)
         logs = runs[0] if len(runs) == 1 else list(chain.from_iterable(runs))
         if self.event_time_key or not all(logs):
             return self._each_run(runs)
@@ -349,21 +349,22 @@ class LogEncoder:
 
     def encode_runs_keeping(
         self, runs: Sequence[Sequence[dict]], own_groups: bool = False
-    ) -> tuple[list[bytes | None], list[bytes | None]]:
-        """:meth:`encode_runs`, and each run's logs as JSON with their values as they are
-        (numbers as numbers, nested objects as objects), where ``orjson.loads`` gives
-        them back unchanged: exact dicts of str, ints within 64 bits, finite floats,
-        bools, None, and exact dicts and lists of those. Kept in place of the logs for
-        a failed record, they cost a copy of bytes, written in the same pass as the
-        wire JSON (all-str logs: the wire JSON itself). ``None`` for a run that holds
-        anything else, and for every run without the C encoder.
+    ) -> tuple[list[bytes | None], list[bytes | tuple[bytes, bytes] | None]]:
+        """:meth:`encode_runs`, and for each run what gives its logs back as they were, for
+        a failed record: the wire JSON itself where it is the logs' own JSON (every value
+        a str), else (the wire JSON, its kinds): a letter a field that says what the
+        field's wire text was made from (see :func:`logs_from_wire`), written in the same
+        pass. The logs are made again only when one fails; kept, a typed log costs a few
+        bytes beside its wire JSON. ``None`` for a run that holds a value that would not
+        come back as it was (a dict or str subclass, a tuple, an int past 64 bits or a
+        non-finite float inside a nested value), and for every run without the C encoder.
 
-        ``own_groups``: the caller grouped the logs by their own ``__topic__`` and
-        ``__source__`` (str): the C encoder leaves those fields out of the wire JSON,
-        and keeps them in the logs' own JSON. (Without it, such a run is ``None``: the
-        per-log path.)"""
+        ``own_groups``: the caller grouped the logs by their own ``__topic__``,
+        ``__source__`` (str) and ``__tags__``: the C encoder leaves those fields out of
+        the wire JSON, and keeps them with the kinds. (Without it, such a run is ``None``:
+        the per-log path.)"""
         if accelerated.speedups is not None and not self.event_time_key:
-            return self._in_c(runs, keep_originals=True, own_groups=own_groups)
+            return self._in_c(runs, keep=True, own_groups=own_groups)
         return self.encode_runs(runs), [None] * len(runs)
 
     def time_tail(self) -> bytes:
@@ -371,14 +372,14 @@ class LogEncoder:
         (the time of encoding, for logs without one), else nothing."""
         return f',"{TIME_KEY}":{int(time.time())}'.encode() if self.log_time else b""
 
-    def _in_c(self, runs: Sequence[Sequence[dict]], keep_originals: bool, own_groups=False):
+    def _in_c(self, runs: Sequence[Sequence[dict]], keep: bool, own_groups=False):
         """The C encoder's ``encode_runs`` (see ``sls_beam/_speedups.c``)."""
         return accelerated.speedups.encode_runs(
             list(map(list, runs)),
             self._valid_keys,
             self.time_tail(),
             self.max_log_bytes,
-            keep_originals,
+            keep,
             own_groups,
         )
 
@@ -737,6 +738,47 @@ def encode_plain(log: dict) -> bytes:
     (the same bytes that call gave it)."""
     data = _encode_known(log)
     return data if data is not None else LogEncoder().encode(log)
+
+
+#: What a field's wire text was made from, by its letter in a run's kinds (see
+#: LogEncoder.encode_runs_keeping): each the inverse of the value rules for that kind.
+_VALUE_OF_TEXT = {
+    ord("s"): str,
+    ord("i"): int,
+    ord("f"): float,  # repr's text, "NaN" and the infinities read back as the same float
+    ord("b"): "true".__eq__,
+    ord("n"): lambda text: None,
+    ord("j"): orjson.loads,  # orjson's text of an exact dict or list that reads back
+}
+#: The letters of the fields a log names its own group with, left out of the wire JSON.
+_OWN_FIELD_OF_LETTER = {ord("T"): "__topic__", ord("S"): "__source__", ord("G"): "__tags__"}
+
+
+def logs_from_wire(joined: bytes, kinds: bytes) -> list[dict]:
+    """The logs a run's wire JSON (``joined``: their JSON objects joined by commas) was
+    encoded from, made again with the run's ``kinds``: a letter a field of each log, in
+    its order (``s`` str, ``i`` int, ``f`` float, ``b`` bool, ``n`` None, ``j`` a dict or
+    list; ``T``, ``S``, ``G``: its own ``__topic__``, ``__source__``, ``__tags__``, left
+    out of the wire), ``;`` after each log; after a NUL, the JSON of those left out, in
+    order, joined by commas. Fields the wire adds after a log's own (its ``__time__``)
+    are not the log's. Run only for a failed record."""
+    letters, _, own_json = kinds.partition(b"\0")
+    own_values = iter(orjson.loads(b"[" + own_json + b"]"))
+    logs = []
+    for sent, log_letters in zip(
+        orjson.loads(b"[" + joined + b"]"), letters[:-1].split(b";"), strict=True
+    ):
+        fields = iter(sent.items())
+        log = {}
+        for letter in log_letters:
+            own_field = _OWN_FIELD_OF_LETTER.get(letter)
+            if own_field is not None:
+                log[own_field] = next(own_values)
+            else:
+                key, text = next(fields)
+                log[key] = _VALUE_OF_TEXT[letter](text)
+        logs.append(log)
+    return logs
 
 
 def not_a_mapping(log: Any) -> InvalidLogError:

@@ -172,40 +172,48 @@ class Plan(enum.IntEnum):
 KEPT_AS = {0x80: "pickle", ord("{"): "json"}
 
 
+def kept_as(run) -> str:
+    """How a run of waiting elements is kept: the C encoder's wire JSON and kinds, its
+    logs' own JSON, or packed (pickle, marshal)."""
+    if run.__class__ is tuple:
+        return "kinds"
+    assert run.__class__ is bytes
+    return KEPT_AS.get(run[0], "marshal")
+
+
 @pytest.mark.parametrize(
-    "nested, packed_by",
+    "top, nested, packed_by",
     [
-        # Their JSON (the C encoder's originals) gives them back as they are.
-        ({"tags": ["a", "b"], "tiny": 1e-05, "zero": -0.0, "top": 2**63 - 1}, "json"),
-        # A tuple and NaN would not come back so from JSON.
-        ({"tags": ["a", ("b", 1)], "score": math.nan}, "marshal"),
-        (
-            {"plan": Plan.PRO, "tags": ["a"]},
-            "pickle",
-        ),  # orjson writes an IntEnum; marshal refuses it
+        # Their wire JSON and kinds (the C encoder's) give them back as they are.
+        ({}, {"tags": ["a", "b"], "tiny": 1e-05, "zero": -0.0, "top": 2**63 - 1}, "kinds"),
+        # So does the wire text of NaN and of an int past 64 bits, outside a nested value.
+        ({"score": math.nan, "big": 2**70}, {"tags": [1.5]}, "kinds"),
+        # A tuple, and NaN in a nested value, would not come back so from JSON.
+        ({}, {"tags": ["a", ("b", 1)], "score": math.nan}, "marshal"),
+        # orjson writes an IntEnum; marshal refuses it.
+        ({}, {"plan": Plan.PRO, "tags": ["a"]}, "pickle"),
     ],
 )
-def test_waiting_elements_come_back_as_they_were_whichever_packs_them(nested, packed_by):
-    """Typed logs wait as their own JSON where the C encoder wrote it and it gives them
-    back as they are, else packed (marshal for the logs the bulk encoder took, pickle
-    for what marshal refuses); a failed one is reported as it was: same types, same
-    values."""
-    if packed_by == "json" and accelerated.speedups is None:
-        packed_by = "marshal"  # no C encoder: no originals
+def test_waiting_elements_come_back_as_they_were_whichever_packs_them(top, nested, packed_by):
+    """Typed logs wait as their wire JSON and kinds where the C encoder wrote them and
+    they give the logs back as they are, else packed (marshal for the logs the bulk
+    encoder took, pickle for what marshal refuses); a failed one is reported as it was:
+    same types, same values."""
+    if packed_by == "kinds" and accelerated.speedups is None:
+        packed_by = "marshal"  # no C encoder: nothing kept beside the wire JSON
     batcher = KeyedBatcher(preparer(), BatchLimits(), 1 << 20, GLOBAL)
-    logs = [{"n": n, "ok": True, "user": {"id": n, **nested}} for n in range(300)]
+    logs = [{"n": n, "ok": True, **top, "user": {"id": n, **nested}} for n in range(300)]
     batches, invalid = batches_of(batcher, logs)
     assert invalid == [] and sum(b.count for b in batches) == 300
     packed = batches[-1].origins
     assert isinstance(packed, PackedElements)
     last_run = packed._runs[-1]  # (the first logs teach the encoder their keys, one by one)
-    assert last_run.__class__ is bytes and KEPT_AS.get(last_run[0], "marshal") == packed_by
+    assert kept_as(last_run) == packed_by
     for i in (150, 299):  # in packed runs
         element = packed[i]
         assert element is not logs[i] and repr(element) == repr(logs[i])  # nan == nan, in repr
-        assert [type(v) for v in element["user"].values()] == [
-            type(v) for v in logs[i]["user"].values()
-        ]
+        for got, sent in ((element, logs[i]), (element["user"], logs[i]["user"])):
+            assert list(map(type, got.values())) == list(map(type, sent.values()))
 
 
 def test_elements_other_than_their_logs_are_pickled_not_marshalled():

@@ -23,6 +23,7 @@ from sls_beam.wire import (
     LogEncoder,
     LogGroup,
     encode_request,
+    logs_from_wire,
     split_into_requests,
     stringify,
 )
@@ -385,11 +386,31 @@ def _comes_back_from_json(value) -> bool:
     return kind in (str, bool, type(None))
 
 
+def _comes_back_from_wire(value) -> bool:
+    """Whether a log's value comes back as it is from its wire text and its kind: the
+    rule of what the C encoder keeps (a nested value, from JSON)."""
+    if type(value) in (str, int, float, bool, type(None)):
+        return True
+    return type(value) in (dict, list) and _comes_back_from_json(value)
+
+
+def _kept_logs(wire: bytes, kept) -> list:
+    """The logs made again from what the C encoder kept of a run: the wire JSON itself
+    (the logs' own), or the wire JSON and its kinds."""
+    if kept is wire:
+        return orjson.loads(b"[" + wire + b"]")
+    assert kept[0] is wire
+    return logs_from_wire(*kept)
+
+
 def _identical(got, expected) -> bool:
-    """Equal, with the same types at every level and the same sign of each zero."""
+    """Equal, with the same types at every level and the same sign of each zero (NaN is
+    NaN)."""
     if type(got) is not type(expected):
         return False
     if type(got) is float:
+        if math.isnan(expected):
+            return math.isnan(got)
         return got == expected and math.copysign(1, got) == math.copysign(1, expected)
     if type(got) is list:
         return len(got) == len(expected) and all(map(_identical, got, expected))
@@ -401,9 +422,9 @@ def _identical(got, expected) -> bool:
 @pytest.mark.parametrize("implementation", BULK_ENCODERS)
 @settings(max_examples=300, deadline=None)
 @given(logs=TYPED_LOGS)
-def test_the_logs_own_json_gives_them_back_as_they_are_or_is_not_kept(implementation, logs):
-    """encode_runs_keeping: the wire JSON of encode_runs, and (C encoder) each run's logs
-    as JSON exactly when JSON gives every value back as it was: read back, the same
+def test_what_is_kept_gives_the_logs_back_as_they_are_or_is_not_kept(implementation, logs):
+    """encode_runs_keeping: the wire JSON of encode_runs, and (C encoder) what gives each
+    run's logs back exactly when every value comes back as it was: made again, the same
     values of the same types (the batcher keeps it in place of the elements)."""
     encoder = LogEncoder()
     try:
@@ -414,24 +435,24 @@ def test_the_logs_own_json_gives_them_back_as_they_are_or_is_not_kept(implementa
     with bulk_encoder(implementation):
         encoded, originals = encoder.encode_runs_keeping(runs)
         assert encoded == encoder.encode_runs(runs)
-    for run, wire, original in zip(runs, encoded, originals, strict=True):
+    for run, wire, kept in zip(runs, encoded, originals, strict=True):
         if implementation == "python" or wire is None:
-            assert original is None
+            assert kept is None
             continue
-        comes_back = all(_comes_back_from_json(v) for log in run for v in log.values())
-        assert (original is not None) == comes_back
-        if original is not None:
-            assert _identical(orjson.loads(b"[" + original + b"]"), run)
+        comes_back = all(_comes_back_from_wire(v) for log in run for v in log.values())
+        assert (kept is not None) == comes_back
+        if kept is not None:
+            assert _identical(_kept_logs(wire, kept), run)
 
 
 @pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone has own_groups")
 @settings(max_examples=300, deadline=None)
 @given(logs=TYPED_LOGS, data=st.data())
-def test_a_logs_own_group_fields_are_left_out_of_the_wire_and_kept_in_its_own_json(logs, data):
+def test_a_logs_own_group_fields_are_left_out_of_the_wire_and_kept_beside_it(logs, data):
     """encode_runs_keeping(own_groups=True), for logs the batcher grouped by their own
     __topic__, __source__ and __tags__: the wire JSON of the logs without those fields,
     wherever they stand in the log (among nested values, whose places the tags share),
-    and the logs' own JSON with them, as they were."""
+    and what gives the logs back with them, as they were."""
     encoder = LogEncoder()
     try:
         [reference_bytes(encoder, log) for log in logs]  # the keys, known
@@ -455,34 +476,40 @@ def test_a_logs_own_group_fields_are_left_out_of_the_wire_and_kept_in_its_own_js
     contents = [[log_content(log) for log in run] for run in runs]
     encoded, originals = encoder.encode_runs_keeping(runs, own_groups=True)
     assert encoded == encoder.encode_runs_keeping(contents)[0]
-    for run, wire, original in zip(runs, encoded, originals, strict=True):
-        comes_back = all(_comes_back_from_json(v) for log in run for v in log.values())
-        assert (original is not None) == (wire is not None and comes_back)
-        if original is not None:
-            assert _identical(orjson.loads(b"[" + original + b"]"), run)
+    for run, wire, kept in zip(runs, encoded, originals, strict=True):
+        comes_back = all(_comes_back_from_wire(v) for log in run for v in log.values())
+        assert (kept is not None) == (wire is not None and comes_back)
+        if kept is not None:
+            assert _identical(_kept_logs(wire, kept), run)
     assert encoder.encode_runs_keeping([[{"__source__": "alone"}]], own_groups=True) == (
         [None],
         [None],
     )  # no field left to send: the per-log path says so
 
 
-@pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone keeps originals")
-def test_the_logs_own_json_of_text_is_the_wire_json_and_holds_no_time():
+@pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone keeps kinds")
+def test_what_is_kept_of_text_is_the_wire_json_and_of_others_a_letter_a_field():
     logs = [{"msg": 'é "quoted"\n', "level": "INFO"}, {"msg": "x", "level": "WARN"}]
     encoder = LogEncoder()
     reference_bytes(encoder, logs[0])
-    encoded, originals = encoder.encode_runs_keeping([logs])
-    assert originals[0] is encoded[0]  # all text: one bytes object for both
+    encoded, kept = encoder.encode_runs_keeping([logs])
+    assert kept[0] is encoded[0]  # all text: the wire JSON is the logs' own
     signed = LogEncoder(log_time=True)  # each log gets its __time__ on the wire only
     reference_bytes(signed, logs[0])
-    typed = [{**log, "n": -0.0, "user": {"id": 2**63 - 1, "t": [1e16, None]}} for log in logs]
+    encoded, kept = signed.encode_runs_keeping([logs])
+    assert b'"__time__":' in encoded[0] and kept[0] == (encoded[0], b"ss;ss;")
+    assert logs_from_wire(*kept[0]) == logs
+    typed = [
+        {**log, "n": -0.0, "big": 2**64, "odd": math.nan, "user": {"id": 2**63 - 1, "t": [1e16]}}
+        for log in logs
+    ]
     reference_bytes(signed, typed[0])
-    encoded, originals = signed.encode_runs_keeping([typed])
-    assert b'"__time__":' in encoded[0] and b"__time__" not in originals[0]
-    assert _identical(orjson.loads(b"[" + originals[0] + b"]"), typed)
-    for odd in ({"n": math.nan}, {"n": [math.inf]}, {"n": 2**63}, {"n": Level.INFO}):
-        encoded, originals = signed.encode_runs_keeping([[{**logs[0], **odd}]])
-        assert encoded[0] is not None and originals == [None]  # still in bulk, kept packed
+    encoded, kept = signed.encode_runs_keeping([typed])
+    assert kept[0] == (encoded[0], b"ssfifj;" * 2)  # 7 bytes a log beside its wire JSON
+    assert _identical(logs_from_wire(*kept[0]), typed)
+    for odd in ({"n": [math.nan]}, {"n": {"k": [math.inf]}}, {"n": Level.INFO}, {"n": [("a",)]}):
+        encoded, kept = signed.encode_runs_keeping([[{**logs[0], **odd}]])
+        assert encoded[0] is not None and kept == [None]  # still in bulk, kept packed
     sub = type("Sub", (dict,), {})(logs[0])  # a dict subclass would come back a dict
     assert signed.encode_runs_keeping([[sub]])[1] == [None]
 
