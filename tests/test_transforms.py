@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 
 import apache_beam as beam
@@ -605,6 +606,44 @@ def test_a_batch_the_service_refuses_is_split_until_the_bad_logs_stand_alone():
         delivered = sorted(int(log.contents["i"]) for log in emulator.logs())
     assert delivered == [i for i in range(150) if i not in (10, 120)]
     assert metrics["split_batches"] >= 2
+
+
+def test_typed_logs_refused_after_bulk_encoding_come_back_as_they_were():
+    """Typed logs wait in their batch as its wire JSON and a letter a field (the C
+    encoder's), then the service refuses the batch: it is split, its logs made again
+    from what was kept, and the bad ones reach ``failed`` as the elements were (an int
+    past 64 bits, NaN, -0.0, a nested object, their own source), the rest land."""
+
+    def typed(i: int) -> dict:
+        log = {"i": i, "big": 2**70 + i, "ratio": math.nan if i % 2 else -0.0, "ok": i % 3 == 0}
+        log["user"] = {"id": i, "tags": ["a", "é"], "score": 0.25}
+        if i % 4 == 0:
+            log["__source__"] = f"host-{i % 8}"
+        return log
+
+    logs = [typed(i) for i in range(300)]
+    # The first teaches the encoder the key, log by log; the others, handed over later,
+    # wait in bulk (200 with its own source).
+    bad = (10, 200, 201)
+    for i in bad:
+        logs[i]["user.id"] = "u"
+    with Emulator(strict_keys=True) as emulator:
+
+        def build(p):
+            result = p | beam.Create(logs, reshuffle=False) | sink(emulator)
+            assert_that(
+                result.failed | beam.Map(lambda f: (f.error_code, repr(f.log))),
+                equal_to([("InvalidKey", repr(logs[i])) for i in bad]),
+            )
+
+        _, metrics = run(build)
+        delivered = {int(log.contents["i"]): log for log in emulator.logs()}
+    assert sorted(delivered) == [i for i in range(300) if i not in bad]
+    assert metrics["split_batches"] >= 2
+    assert delivered[5].contents["big"] == str(2**70 + 5)
+    assert (delivered[5].contents["ratio"], delivered[6].contents["ratio"]) == ("NaN", "-0.0")
+    assert json.loads(delivered[7].contents["user"]) == {"id": 7, "tags": ["a", "é"], "score": 0.25}
+    assert delivered[8].source == "host-0" and "__source__" not in delivered[8].contents
 
 
 def test_streaming_failures_after_chunking_come_out_in_their_windows():
