@@ -7,10 +7,10 @@ logs, in one process, with the sink's steps timed from inside:
 - preparing: the logs' groups (the source callable, the grouping by source, the
   memo of groups), measured apart on the same logs, as the batcher does it;
 - encoding: :meth:`LogEncoder.encode_runs_keeping`, a bundle's waiting logs at a
-  time (the wire JSON, and the logs' own JSON kept while their batch waits), and
+  time (the wire JSON, and what gives the logs back, kept while their batch waits), and
   ``encode_many`` of the parts of runs cut at a batch's end;
 - packing: the elements packed (marshal, or pickle) while their batch waits, where
-  their own JSON would not give them back as they are (``pack_run``);
+  what the encoder keeps would not give them back as they are (``pack_run``);
 - compressing: lz4 of each request body (on the sender's helper thread);
 - the rest: what is left of the sink's time (buffering, bookkeeping, the
   sending thread's share of the interpreter).

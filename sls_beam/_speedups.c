@@ -257,8 +257,6 @@ typedef struct {
 typedef struct {
     Written floats;
     Written nested;
-    const char *nested_text; /* the last nested value's orjson text, and its size */
-    Py_ssize_t nested_size;
     int own_groups; /* the logs' own __topic__, __source__, __tags__ set their group: not sent */
 } Run;
 
@@ -459,8 +457,6 @@ static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
     } while (depth > 0);
     const char *end = (const char *)next;
     nested->next = end + 1; /* after the comma */
-    run->nested_text = text;
-    run->nested_size = end - text;
     *out++ = '"';
     buffer->size = out - buffer->data;
     return 0;
@@ -833,7 +829,7 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
     PyObject *results = PyList_New(count);
     Buffer buffer = take_buffer(0);
     Kinds kinds = {take_buffer(1), {NULL, 0, 0}, 1, 1};
-    Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}, NULL, 0, own_groups};
+    Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}, own_groups};
     KeyText keys[REMEMBERED_PLACES] = {{NULL, 0, {0}}};
     int result = -1;
     if (kept != NULL) {

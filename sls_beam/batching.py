@@ -330,8 +330,8 @@ class KeyedBatcher:
     The bulk lane: with a shared ``window``, ``dict`` elements (and subclasses
     that read as dicts) wait per group, up to :data:`WAITING_LOGS` over all
     groups, and are then encoded a run at a time
-    (:meth:`LogEncoder.encode_runs_keeping`) and kept as their own JSON or packed
-    (:class:`PackedElements`). A run that is not all plain
+    (:meth:`LogEncoder.encode_runs_keeping`) and kept as what gives them back (their
+    wire JSON and its kinds) or packed (:class:`PackedElements`). A run that is not all plain
     takes the per-log path, which names any broken rule.
 
     Args:
@@ -637,7 +637,7 @@ class KeyedBatcher:
         source or tags) or of their callables, as runs, per group: each callable called on
         them all by ``map``, the dicts grouped by what sets their group (in C where
         built), each its own content (the encoder leaves a log's own fields out of the
-        wire JSON, and keeps them in its own JSON for a failed record). One whose callable
+        wire JSON, and keeps them beside it for a failed record). One whose callable
         raised, or whose group breaks a rule, fails; one whose fields are not str (tags:
         a dict of str) takes the general way, its content a copy without the fields."""
         if not own and self._source_callable is not None:
