@@ -202,6 +202,13 @@ def pack_run(elements: list, logs: list) -> bytes | list:
         return elements
 
 
+def kept_bytes(joined: bytes, kept: bytes | tuple[bytes, bytes]) -> int:
+    """What the encoder ``kept`` of a run (LogEncoder.encode_runs_keeping) costs in
+    ``buffered_bytes`` beside its wire JSON ``joined``: nothing where it is that JSON
+    (all-str logs), else its kinds."""
+    return 0 if kept is joined else len(kept[1])
+
+
 class Added(NamedTuple):
     """What adding an element closed: batches to send, and elements refused:
     (element, origin, why)."""
@@ -622,7 +629,7 @@ class KeyedBatcher:
                 and batch.count + len(elements) < batch.full_at
                 and fits(batch.count, batch.nbytes, len(joined), batch.room, len(elements))
             ):
-                cost = len(joined) if kept is joined else len(joined) + len(kept[1])
+                cost = len(joined) + kept_bytes(joined, kept)
                 batch.add_run(joined, len(elements), kept, cost)
                 self.buffered_bytes += cost
                 continue
@@ -813,8 +820,7 @@ class KeyedBatcher:
             elements is contents or all(map(operator.is_, elements, contents))
         ):
             packed = kept
-            # All-str logs: their own JSON is the wire JSON, already counted.
-            packed_cost = 0 if kept is joined else len(kept[1])
+            packed_cost = kept_bytes(joined, kept)
         else:
             packed = pack_run(elements, contents)
             packed_cost = LOG_COST * len(elements) if packed is elements else len(packed)
