@@ -24,9 +24,13 @@
  *
  * group_by_fields(logs, topics, sources, tags[, own]): the batcher's runs of logs whose
  * group is their own fields' or their callables'.
+ *
+ * place_runs(open_batches, runs, encoded, kept): the batcher's runs added to their
+ * groups' open batches, the common case, a call for all (bind_open_batch first).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* T_OBJECT_EX: a slot's member type */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -1339,6 +1343,193 @@ static PyObject *group_by_fields(PyObject *module, PyObject *args) {
     return groups;
 }
 
+/* ---- place_runs: the bulk lane's runs added to their groups' open batches ----
+ *
+ * The open batch (sls_beam.batching._Open) keeps its state in slots; bind_open_batch
+ * reads where each slot lies in its objects, once, from the class's member descriptors,
+ * so that place_runs reads and writes them as the class's own code does, without an
+ * attribute lookup each. */
+enum { SLOT_PIECES, SLOT_RUNS, SLOT_COUNTS, SLOT_COUNT, SLOT_NBYTES, SLOT_ROOM, SLOT_FULL_AT,
+       SLOT_COST, SLOT_LOOSE, OPEN_SLOTS };
+static const char *const open_slot_names[OPEN_SLOTS] = {
+    "pieces", "runs", "counts", "count", "nbytes", "room", "full_at", "cost", "loose"};
+static PyTypeObject *open_type; /* the class bound, or NULL */
+static Py_ssize_t open_slots[OPEN_SLOTS];
+
+/* bind_open_batch(cls): cls's slots (object slots, as __slots__ makes them) for
+ * place_runs. */
+static PyObject *bind_open_batch(PyObject *module, PyObject *cls) {
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "a class with __slots__");
+        return NULL;
+    }
+    Py_ssize_t offsets[OPEN_SLOTS];
+    for (int slot = 0; slot < OPEN_SLOTS; slot++) {
+        PyObject *descriptor = PyObject_GetAttrString(cls, open_slot_names[slot]);
+        if (descriptor == NULL) {
+            return NULL;
+        }
+        int member = Py_IS_TYPE(descriptor, &PyMemberDescr_Type) &&
+                     ((PyMemberDescrObject *)descriptor)->d_member->type == T_OBJECT_EX;
+        if (member) {
+            offsets[slot] = ((PyMemberDescrObject *)descriptor)->d_member->offset;
+        }
+        Py_DECREF(descriptor);
+        if (!member) {
+            PyErr_Format(PyExc_TypeError, "%s is not a slot", open_slot_names[slot]);
+            return NULL;
+        }
+    }
+    memcpy(open_slots, offsets, sizeof offsets);
+    Py_XSETREF(open_type, (PyTypeObject *)Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
+/* A slot of an open batch (borrowed; its __init__ sets them all). */
+static inline PyObject **open_slot(PyObject *batch, int slot) {
+    return (PyObject **)((char *)batch + open_slots[slot]);
+}
+
+/* An int slot's value; -1 with an exception set where it is not an int. */
+static Py_ssize_t open_int(PyObject *batch, int slot) {
+    PyObject *value = *open_slot(batch, slot);
+    if (value == NULL || !PyLong_CheckExact(value)) {
+        PyErr_Format(PyExc_TypeError, "%s is not an int", open_slot_names[slot]);
+        return -1;
+    }
+    return PyLong_AsSsize_t(value);
+}
+
+/* Store `value` (a new reference, or NULL: fail) in a slot; -1 on failure. */
+static int open_set(PyObject *batch, int slot, PyObject *value) {
+    if (value == NULL) {
+        return -1;
+    }
+    Py_XSETREF(*open_slot(batch, slot), value);
+    return 0;
+}
+
+/* Run `index` added to its group's open batch, if the common case holds (see
+ * place_runs): its cost in buffered bytes; 0, left to the caller; -1, an error. */
+static Py_ssize_t place_run(PyObject *open_batches, PyObject *run, PyObject *joined,
+                            PyObject *kept) {
+    if (kept == Py_None || !PyBytes_CheckExact(joined) || !PyTuple_CheckExact(run) ||
+        PyTuple_GET_SIZE(run) != 2) {
+        return 0;
+    }
+    PyObject *lists = PyTuple_GET_ITEM(run, 1);
+    if (!PyTuple_CheckExact(lists) || PyTuple_GET_SIZE(lists) != 2 ||
+        PyTuple_GET_ITEM(lists, 0) != PyTuple_GET_ITEM(lists, 1) ||
+        !PyList_CheckExact(PyTuple_GET_ITEM(lists, 0))) {
+        return 0;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(joined), cost = size;
+    if (kept != joined) {
+        if (!PyTuple_CheckExact(kept) || PyTuple_GET_SIZE(kept) != 2 ||
+            !PyBytes_CheckExact(PyTuple_GET_ITEM(kept, 1))) {
+            return 0;
+        }
+        cost += PyBytes_GET_SIZE(PyTuple_GET_ITEM(kept, 1));
+    }
+    PyObject *batch = PyDict_GetItemWithError(open_batches, PyTuple_GET_ITEM(run, 0));
+    if (batch == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (!Py_IS_TYPE(batch, open_type)) {
+        return 0;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(PyTuple_GET_ITEM(lists, 0));
+    Py_ssize_t held = open_int(batch, SLOT_COUNT), nbytes = open_int(batch, SLOT_NBYTES);
+    Py_ssize_t room = open_int(batch, SLOT_ROOM), full_at = open_int(batch, SLOT_FULL_AT);
+    Py_ssize_t buffered = open_int(batch, SLOT_COST);
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    /* Short of full (so within max_logs), and within the group's room: BatchLimits.fits. */
+    if (held + count >= full_at || nbytes + held + size > room) {
+        return 0;
+    }
+    PyObject *pieces = *open_slot(batch, SLOT_PIECES), *runs = *open_slot(batch, SLOT_RUNS);
+    PyObject *counts = *open_slot(batch, SLOT_COUNTS);
+    if (!PyList_CheckExact(pieces) || !PyList_CheckExact(runs) || !PyList_CheckExact(counts)) {
+        PyErr_SetString(PyExc_TypeError, "pieces, runs and counts must be lists");
+        return -1;
+    }
+    PyObject *logs = PyLong_FromSsize_t(count);
+    Py_ssize_t without_commas = size - (count - 1);
+    int failed = logs == NULL || PyList_Append(pieces, joined) < 0 ||
+                 PyList_Append(runs, kept) < 0 || PyList_Append(counts, logs) < 0 ||
+                 open_set(batch, SLOT_LOOSE, Py_NewRef(Py_False)) < 0 ||
+                 open_set(batch, SLOT_COUNT, PyLong_FromSsize_t(held + count)) < 0 ||
+                 open_set(batch, SLOT_NBYTES, PyLong_FromSsize_t(nbytes + without_commas)) < 0 ||
+                 open_set(batch, SLOT_COST, PyLong_FromSsize_t(buffered + cost)) < 0;
+    Py_XDECREF(logs);
+    return failed ? -1 : cost;
+}
+
+/* place_runs(open_batches, runs, encoded, kept) -> (cost, left): each run (group,
+ * (elements, contents)) whose logs the encoder wrote (`encoded`) and kept as what gives
+ * them back (`kept`), each element its own content, added to its group's open batch where
+ * it has one that the run fits and leaves short of full: what that costs in buffered
+ * bytes in all, and the indices of the runs left to the caller's general way, in order
+ * (after a run left, its group's next runs are left too: a group's logs stay in order). */
+static PyObject *place_runs(PyObject *module, PyObject *args) {
+    PyObject *open_batches, *runs, *encoded, *kept;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!:place_runs", &PyDict_Type, &open_batches,
+                          &PyList_Type, &runs, &PyList_Type, &encoded, &PyList_Type, &kept)) {
+        return NULL;
+    }
+    if (open_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_open_batch was not called");
+        return NULL;
+    }
+    Py_ssize_t total = PyList_GET_SIZE(runs);
+    if (PyList_GET_SIZE(encoded) != total || PyList_GET_SIZE(kept) != total) {
+        PyErr_SetString(PyExc_ValueError, "runs, encoded and kept must be as many");
+        return NULL;
+    }
+    PyObject *left = PyList_New(0);
+    PyObject *left_groups = NULL; /* made at the first run left: its group's next runs too */
+    Py_ssize_t cost = 0;
+    for (Py_ssize_t i = 0; left != NULL && i < total; i++) {
+        /* Held: a group's __eq__ may run (a dict lookup) and is not ours to trust. */
+        PyObject *run = Py_NewRef(PyList_GET_ITEM(runs, i));
+        PyObject *joined = Py_NewRef(PyList_GET_ITEM(encoded, i));
+        PyObject *kept_run = Py_NewRef(PyList_GET_ITEM(kept, i));
+        PyObject *group = PyTuple_CheckExact(run) && PyTuple_GET_SIZE(run) == 2
+                              ? PyTuple_GET_ITEM(run, 0)
+                              : NULL;
+        int after_left = group != NULL && left_groups != NULL
+                             ? PySet_Contains(left_groups, group)
+                             : group == NULL;
+        Py_ssize_t placed = after_left < 0    ? -1
+                            : after_left != 0 ? 0
+                                              : place_run(open_batches, run, joined, kept_run);
+        if (placed == 0 && group != NULL) {
+            if (left_groups == NULL) {
+                left_groups = PySet_New(NULL);
+            }
+            if (left_groups == NULL || PySet_Add(left_groups, group) < 0) {
+                placed = -1;
+            }
+        }
+        Py_DECREF(run);
+        Py_DECREF(joined);
+        Py_DECREF(kept_run);
+        if (placed > 0) {
+            cost += placed;
+            continue;
+        }
+        PyObject *index = placed == 0 ? PyLong_FromSsize_t(i) : NULL;
+        if (index == NULL || PyList_Append(left, index) < 0) {
+            Py_CLEAR(left);
+        }
+        Py_XDECREF(index);
+    }
+    Py_XDECREF(left_groups);
+    return left == NULL ? NULL : Py_BuildValue("(nN)", cost, left);
+}
+
 /* ---- encode_json_lines: JSON text, one object a line, to the wire JSON ----
  *
  * Each line's object written as the encoder writes the dict orjson.loads gives for it,
@@ -1926,6 +2117,12 @@ static PyMethodDef methods[] = {
      "Dicts grouped by "
      "what sets their group: (topic, source, called tags, own tags); (Ellipsis, index)\n"
      "for a log taken one by one."},
+    {"bind_open_batch", bind_open_batch, METH_O,
+     "bind_open_batch(cls) -> None\n\nThe open batch's class (its slots) for place_runs."},
+    {"place_runs", place_runs, METH_VARARGS,
+     "place_runs(open_batches, runs, encoded, kept) -> tuple[int, list[int]]\n\n"
+     "The runs that fit their group's open batch, short of full, added to it as the\n"
+     "encoder kept them: their cost in buffered bytes, and the indices of the others."},
     {"encode_json_lines", encode_json_lines, METH_VARARGS,
      "encode_json_lines(text, tail, max_log_bytes)\n"
      "    -> tuple[bytes, bytes, bytes, bytes]\n\n"

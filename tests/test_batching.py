@@ -11,7 +11,15 @@ from apache_beam.transforms.window import GlobalWindows, IntervalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 from sls_beam import accelerated
-from sls_beam.batching import Batch, KeyedBatcher, PackedElements, SentChunks
+from sls_beam.batching import (
+    OPEN_BATCH_COST,
+    Batch,
+    KeyedBatcher,
+    PackedElements,
+    SentChunks,
+    _Open,
+    place_kept_runs,
+)
 from sls_beam.config import SLSWriteConfig
 from sls_beam.json_lines import JsonLines
 from sls_beam.preparing import LogPreparer, names_own_group
@@ -528,3 +536,46 @@ def test_elements_handed_over_together_make_what_each_added_alone_makes(
     assert any(source.startswith("own-") for (_, source, _), _, _ in logs)
     assert any(topic == "own" and tags for (topic, _, tags), _, _ in logs)
     assert any(("own", "tags") in tags for (_, _, tags), _, _ in logs)
+
+
+@pytest.mark.parametrize("pure_python", [False, True])
+def test_runs_that_fit_their_open_batch_are_placed_in_one_call_and_the_rest_left_in_order(
+    pure_python, monkeypatch
+):
+    if pure_python:
+        monkeypatch.setattr(accelerated, "speedups", None)
+    groups = [LogGroup(source=f"host-{n}") for n in range(4)]
+    opened = {group: _Open(room=100, full_at=10) for group in groups[:3]}
+    opened[groups[2]].add_run(b'{"x":"' + b"y" * 80 + b'"}', 1, [{}], 90)  # 11 bytes left
+
+    def run(group, count, size, kept="kinds", own=True):
+        elements = [{"n": str(n)} for n in range(count)]
+        joined = b",".join([b"x" * (size // count - 1)] * count)
+        kept_run = {"kinds": (joined, b"s;" * count), "wire": joined, "none": None}[kept]
+        return (group, (elements, elements if own else list(elements))), joined, kept_run
+
+    cases = [
+        run(groups[0], 4, 20),  # 0: fits, kinds kept beside the wire: placed
+        run(groups[1], 2, 8, kept="wire"),  # 1: all-str logs, their wire JSON kept: placed
+        run(groups[3], 2, 8),  # 2: no open batch: left
+        run(groups[1], 2, 8, kept="none"),  # 3: not kept: left
+        run(groups[0], 2, 8, own=False),  # 4: contents apart from the elements: left
+        run(groups[0], 2, 8),  # 5: its group has a run left before it: left (order)
+        run(groups[2], 2, 14),  # 6: 13 bytes, over the room left: left
+        run(groups[1], 8, 16),  # 7: would fill the batch (2 + 8 logs): left
+    ]
+    runs, encoded, kept = (list(column) for column in zip(*cases, strict=True))
+    cost, left = place_kept_runs(opened, runs, encoded, kept)
+    assert left == [2, 3, 4, 5, 6, 7]
+    assert cost == (20 - 1 + 8) + (8 - 1)  # the wire JSON, and the kinds beside it
+    first, second = opened[groups[0]], opened[groups[1]]
+    assert (first.pieces, first.counts, first.count, first.loose) == ([encoded[0]], [4], 4, False)
+    assert first.runs == [kept[0]] and first.nbytes == len(encoded[0]) - 3  # no commas
+    assert first.cost == OPEN_BATCH_COST + 27
+    assert (second.pieces, second.runs, second.count, second.cost) == (
+        [encoded[1]],
+        [encoded[1]],
+        2,
+        OPEN_BATCH_COST + 7,
+    )
+    assert opened[groups[2]].count == 1  # untouched
