@@ -193,10 +193,11 @@ class LogPreparer:
         return self._config.source if self._source_groups is not None else None
 
     @property
-    def source_groups(self) -> Mapping[str, LogGroup]:
-        """The group of logs whose :attr:`source_callable` gave a str, made once: a miss
-        makes it, or raises InvalidLogError. A dict lookup a run of logs, where a method
-        call would cost ~0.1 µs; other values take :meth:`group_of_source`."""
+    def source_groups(self) -> Mapping[str, LogGroup] | None:
+        """The group of logs whose :attr:`source_callable` gave a str, made once (a miss
+        makes it, or raises InvalidLogError); ``None`` without a source callable. A dict
+        lookup a run of logs, where a method call would cost ~0.1 µs; other values take
+        :meth:`group_of_source`."""
         return self._source_groups
 
     def group_of_source(self, source: Any) -> LogGroup:

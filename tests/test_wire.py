@@ -8,6 +8,7 @@ import enum
 import json
 import math
 import os
+import pickle
 
 import orjson
 import pytest
@@ -150,6 +151,19 @@ def test_group_rules():
         LogGroup.of(tags={"": "v"})
     group = LogGroup.of("t", None, {"b": 2, "a": "1"})
     assert group == LogGroup("t", "", (("a", "1"), ("b", "2")))
+
+
+def test_a_group_is_a_value_that_pickles_without_its_cached_suffix():
+    group = LogGroup.of("t", "web-07", {"env": "prod"})
+    suffix = group.body_suffix()  # made once, kept on the group
+    assert group.body_suffix() is suffix
+    copy = pickle.loads(pickle.dumps(group))
+    assert copy == group and hash(copy) == hash(group) and {group: 1}[copy] == 1
+    assert "_suffix" not in vars(copy) and copy.body_suffix() == suffix
+    assert (copy.topic, copy.source, copy.tags) == ("t", "web-07", (("env", "prod"),))
+    assert repr(copy) == "LogGroup(topic='t', source='web-07', tags=(('env', 'prod'),))"
+    with pytest.raises(AttributeError):
+        group.source = "elsewhere"  # a group is a value: it never changes
 
 
 @pytest.mark.parametrize("compression", ["lz4", "deflate", "none"])
