@@ -87,5 +87,5 @@ def test_the_breakdown_reports_each_step_and_what_a_dynamic_group_costs():
     named = ("source", "topic", "tags")  # each dynamic group the issue names, over it
     assert {f"{name} callable, extra" for name in named} | {
         f"own __{name}__, extra" for name in named
-    } <= set(dynamic)
+    } | {"source callable, one host, extra"} <= set(dynamic)
     assert all(dynamic[key] > -dynamic["constant source"] for key in dynamic)
