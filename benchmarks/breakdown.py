@@ -102,7 +102,7 @@ def breakdown(logs: int, repeat: int) -> dict[str, float]:
             for name in ("encode_runs_keeping", "encode_many")
         ),
         (batching, "pack_run", _timing(batching, "pack_run", spent, "packing")),
-        (inflight, "encode_joined", _timing(inflight, "encode_joined", spent, "compressing")),
+        (inflight, "encode_pieces", _timing(inflight, "encode_pieces", spent, "compressing")),
     ]
     try:
         with emulator_process() as endpoint:

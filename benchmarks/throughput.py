@@ -61,7 +61,7 @@ from benchmarks.memory import measure_in_subprocess
 from sls_beam import WriteToSLS, accelerated
 from sls_beam.batching import WAITING_LOGS
 from sls_beam.json_lines import encode_lines
-from sls_beam.wire import SERVICE_MAX_RAW_BYTES, BatchLimits, LogEncoder, LogGroup, encode_joined
+from sls_beam.wire import SERVICE_MAX_RAW_BYTES, BatchLimits, LogEncoder, LogGroup, encode_pieces
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -92,8 +92,8 @@ class NaiveSink(beam.DoFn):
 
 
 def encoder_rate(logs: int, repeat: int, typed: bool) -> float:
-    """The encoder as the sink drives it: runs of WAITING_LOGS logs in bulk, joined into
-    full requests, compressed."""
+    """The encoder as the sink drives it: runs of WAITING_LOGS logs in bulk, full
+    requests' worth of runs joined into their bodies, compressed."""
     data = list((make_typed_logs if typed else make_logs)(0, logs))
     group = LogGroup()
     limits = BatchLimits()
@@ -102,12 +102,12 @@ def encoder_rate(logs: int, repeat: int, typed: bool) -> float:
         encoder = LogEncoder()
         encoder.encode(data[0])  # learns the keys, as the first logs of a bundle do
         runs = [data[i : i + WAITING_LOGS] for i in range(0, logs, WAITING_LOGS)]
-        joined = [encoder.encode_many(run) for run in runs]
+        encoded = [encoder.encode_many(run) for run in runs]
         per_request = limits.max_logs // WAITING_LOGS
-        for first in range(0, len(joined), per_request):
-            pieces = joined[first : first + per_request]
+        for first in range(0, len(encoded), per_request):
+            pieces = encoded[first : first + per_request]
             count = sum(len(run) for run in runs[first : first + per_request])
-            encode_joined(group, b",".join(pieces), count, "lz4")
+            encode_pieces(group, pieces, count, "lz4")
 
     return median_rate(logs, encode_all, repeat)
 
@@ -132,7 +132,7 @@ def json_lines_encoder_rate(logs: int, repeat: int) -> float:
             for first in range(0, len(encoded.ends), per_request):
                 last = min(first + per_request, len(encoded.ends))
                 end = encoded.ends[last - 1]
-                encode_joined(group, encoded.joined[cut:end], last - first, "lz4")
+                encode_pieces(group, (encoded.joined[cut:end],), last - first, "lz4")
                 cut = end + 1
 
     return median_rate(logs, encode_all, repeat)

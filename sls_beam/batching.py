@@ -44,7 +44,11 @@ class Batch:
 
     Attributes:
       group: topic, source and tags of every log.
-      joined: the logs' JSON joined by commas: the middle of the request body.
+      pieces: the logs' JSON in order, in pieces (each a log's, or a run's joined by
+        commas): the middle of the request body, joined by commas where it is made
+        (:func:`wire.encode_pieces`, off the batching thread). Not joined here: with
+        many groups, a batch's pieces have left the processor's cache by its close,
+        and a join there wrote them all again, one copy more than the request's own.
       origins: for each log, what it came from: the element, its WindowedValue,
         or (logs buffered in Beam state) the log as sent, decoded when read.
       window: the WindowedValue every log is reported in, or ``None`` when
@@ -54,7 +58,7 @@ class Batch:
     """
 
     group: LogGroup
-    joined: bytes
+    pieces: Sequence[bytes]
     origins: Sequence[Any]
     window: WindowedValue | None = None
     logs: Sequence[bytes] | None = None
@@ -67,7 +71,14 @@ class Batch:
         origins: Sequence[Any],
         window: WindowedValue | None = None,
     ) -> Batch:
-        return cls(group, b",".join(logs), origins, window, logs)
+        """A batch of logs each encoded on its own (its pieces are those logs)."""
+        return cls(group, logs, origins, window, logs)
+
+    @property
+    def joined(self) -> bytes:
+        """The logs' JSON joined by commas (made anew on each read): a chunk of the
+        stateful path, buffered in Beam state."""
+        return b",".join(self.pieces)
 
     @property
     def count(self) -> int:
@@ -321,7 +332,7 @@ class _Open:
             origins = PackedElements(self.runs, self.counts)
         if len(self.pieces) == self.count:  # each log on its own
             return Batch.of(group, self.pieces, origins, window)
-        return Batch(group, b",".join(self.pieces), origins, window)
+        return Batch(group, self.pieces, origins, window)
 
 
 def place_kept_runs(

@@ -446,7 +446,7 @@ class SendFromStateFn(SinkDoFn):
         key, buffered = element
         chunks, counts = zip(*buffered, strict=True)
         origins = SentChunks(chunks, counts)
-        batch = Batch(self._groups[key], b",".join(chunks), origins, windowed_value)
+        batch = Batch(self._groups[key], chunks, origins, windowed_value)
         self._writer.submit(batch)
         yield from self._writer.collect(keep=self._config.max_in_flight)
 

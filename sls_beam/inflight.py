@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sls_beam.batching import Batch
 from sls_beam.client import PendingSend, SendResult, WebTrackingClient
 from sls_beam.errors import SLSError
-from sls_beam.wire import EncodedRequest, encode_joined
+from sls_beam.wire import EncodedRequest, encode_pieces
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class InFlightSender:
     def submit(self, batch: Batch) -> None:
         """Start sending ``batch``; call :meth:`completed` to bound what is in flight."""
         encoding = self._compressor.submit(
-            encode_joined, batch.group, batch.joined, batch.count, self._compression
+            encode_pieces, batch.group, batch.pieces, batch.count, self._compression
         )
         self._queue.append(_Request(batch, encoding))
 

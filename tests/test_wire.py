@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import enum
+import itertools
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from sls_beam.wire import (
     BatchLimits,
     LogEncoder,
     LogGroup,
+    encode_pieces,
     encode_request,
     logs_from_wire,
     split_into_requests,
@@ -186,6 +188,23 @@ def test_request_body_decodes_independently(compression):
     }
     assert request.log_count == 50
     assert request.raw_size == int(request.headers["x-log-bodyrawsize"])
+
+
+@pytest.mark.parametrize("cuts", [(), (1,), (1, 2), (3, 4, 9), tuple(range(1, 10))])
+def test_a_body_in_pieces_is_the_logs_in_order(cuts):
+    """A batch's pieces (a log's JSON, or a run's joined by commas) are joined into the
+    body where the request is made: one piece, two, or many, cut anywhere."""
+    group = LogGroup.of("topic", "web-07", {"env": "prod"})
+    logs = [orjson.dumps({"i": str(i), "msg": "é" * i}) for i in range(10)]
+    bounds = (0, *cuts, len(logs))
+    pieces = [b",".join(logs[start:end]) for start, end in itertools.pairwise(bounds)]
+    request = encode_pieces(group, pieces, len(logs), "lz4")
+    body = decode_body(request.body, request.headers)
+    assert body["__logs__"] == [{"i": str(i), "msg": "é" * i} for i in range(10)]
+    assert (body["__topic__"], body["__source__"]) == ("topic", "web-07")
+    assert request.raw_size == len(encode_request(group, logs, "none").body)
+    with pytest.raises(ValueError, match="at least one log"):
+        encode_pieces(group, [], 0, "lz4")
 
 
 def test_lz4_is_a_raw_block_without_size_prefix():
