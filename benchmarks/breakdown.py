@@ -11,7 +11,9 @@ logs, in one process, with the sink's steps timed from inside:
   ``encode_many`` of the parts of runs cut at a batch's end;
 - packing: the elements packed (marshal, or pickle) while their batch waits, where
   what the encoder keeps would not give them back as they are (``pack_run``);
-- compressing: lz4 of each request body (on the sender's helper thread);
+- compressing: each request's body made from its batch's pieces (joined in one copy
+  with its head and tail, :func:`wire.encode_pieces`) and compressed with lz4, on the
+  sender's helper thread;
 - the rest: what is left of the sink's time (buffering, bookkeeping, the
   sending thread's share of the interpreter).
 
