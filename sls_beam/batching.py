@@ -22,7 +22,7 @@ from sls_beam import accelerated, grouping
 from sls_beam.errors import InvalidLogError
 from sls_beam.json_lines import EncodedLines, JsonLines, NotJsonError, line_starts, parse_line
 from sls_beam.preparing import LogPreparer, callable_raised, log_content, names_own_group
-from sls_beam.wire import BatchLimits, LogGroup, encode_plain, logs_from_wire
+from sls_beam.wire import BatchLimits, KeptRun, LogGroup, encode_plain, logs_from_wire
 
 #: What buffering costs beside the logs' JSON, in bytes of memory: an open
 #: batch (its lists, dict entries, group and body prefix) and each log in it
@@ -159,13 +159,14 @@ class PackedElements(_Runs):
       counts: how many elements each run holds.
     """
 
-    def _unpack(self, run: bytes | tuple[bytes, bytes] | list | _LinesRun) -> list:
-        if run.__class__ is list:
+    def _unpack(self, run: bytes | KeptRun | list | _LinesRun) -> list:
+        kind = run.__class__
+        if kind is list:
             return run
-        if run.__class__ is tuple:
-            return logs_from_wire(*run)
-        if run.__class__ is _LinesRun:
+        if kind is _LinesRun:
             return run.logs()
+        if kind is not bytes:  # what the C encoder kept: a KeptRun
+            return logs_from_wire(run.wire, run.kinds)
         first = run[0]
         if first == _JSON:
             return orjson.loads(b"[" + run + b"]")
@@ -315,7 +316,7 @@ class _Open:
         where they are that JSON (all-str logs), else their kinds. Returns the cost."""
         size = len(joined)
         if cost is None:
-            cost = size if origins is joined else size + len(origins[1])
+            cost = size if origins is joined else size + len(origins.kinds)
         self.pieces.append(joined)
         self.runs.append(origins)
         self.counts.append(count)
@@ -339,7 +340,7 @@ def place_kept_runs(
     open_batches: dict[LogGroup, _Open],
     runs: list[tuple[LogGroup, tuple[list, list]]],
     encoded: list[bytes | None],
-    kept_runs: list[bytes | tuple[bytes, bytes] | None],
+    kept_runs: list[bytes | KeptRun | None],
 ) -> tuple[int, list[int]]:
     """The bulk lane's common case, for all of a handover's runs in one call (in C where
     built): each run (group, (elements, contents)) whose logs the encoder wrote
@@ -799,7 +800,7 @@ class KeyedBatcher:
         elements: list,
         contents: list,
         joined: bytes | None,
-        kept: bytes | tuple[bytes, bytes] | None,
+        kept: bytes | KeptRun | None,
         added: Added,
     ) -> None:
         """Put a group's waiting elements (``joined``: their JSON, if encoded in bulk;
@@ -858,7 +859,7 @@ class KeyedBatcher:
         elements: list,
         contents: list,
         added: Added,
-        kept: bytes | tuple[bytes, bytes] | None = None,
+        kept: bytes | KeptRun | None = None,
     ) -> None:
         """Add a run to ``batch``, its elements kept as what the encoder ``kept`` of the
         logs when they are those logs, else packed; send the batch if that filled it."""

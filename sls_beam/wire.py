@@ -63,7 +63,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, islice, repeat
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import lz4.block
 import orjson
@@ -350,15 +350,16 @@ class LogEncoder:
 
     def encode_runs_keeping(
         self, runs: Sequence[Sequence[dict]], own_groups: bool = False
-    ) -> tuple[list[bytes | None], list[bytes | tuple[bytes, bytes] | None]]:
+    ) -> tuple[list[bytes | None], list[bytes | KeptRun | None]]:
         """:meth:`encode_runs`, and for each run what gives its logs back as they were, for
         a failed record: the wire JSON itself where it is the logs' own JSON (every value
-        a str), else (the wire JSON, its kinds): a letter a field that says what the
-        field's wire text was made from (see :func:`logs_from_wire`), written in the same
-        pass. The logs are made again only when one fails; kept, a typed log costs a few
-        bytes beside its wire JSON. ``None`` for a run that holds a value that would not
-        come back as it was (a dict or str subclass, a tuple, an int past 64 bits or a
-        non-finite float inside a nested value), and for every run without the C encoder.
+        a str), else a :class:`KeptRun` of the wire JSON and its kinds: a letter a field
+        that says what the field's wire text was made from (see :func:`logs_from_wire`),
+        written in the same pass. The logs are made again only when one fails; kept, a
+        typed log costs a few bytes beside its wire JSON. ``None`` for a run that holds a
+        value that would not come back as it was (a dict or str subclass, a tuple, an int
+        past 64 bits or a non-finite float inside a nested value), and for every run
+        without the C encoder.
 
         ``own_groups``: the caller grouped the logs by their own ``__topic__``,
         ``__source__`` (str) and ``__tags__``: the C encoder leaves those fields out of
@@ -753,6 +754,17 @@ _VALUE_OF_TEXT = {
 }
 #: The letters of the fields a log names its own group with, left out of the wire JSON.
 _OWN_FIELD_OF_LETTER = {ord("T"): "__topic__", ord("S"): "__source__", ord("G"): "__tags__"}
+
+
+class KeptRun(Protocol):
+    """What the C encoder keeps of a typed run while its batch waits (its
+    ``_speedups.KeptRun``): its wire JSON and its kinds, from which
+    :func:`logs_from_wire` makes its logs again. Not a tuple: the garbage collector
+    counts a tuple from its making to its freeing, and a source per element keeps ~16
+    runs a handover alive until their batches close."""
+
+    wire: bytes
+    kinds: bytes
 
 
 def logs_from_wire(joined: bytes, kinds: bytes) -> list[dict]:

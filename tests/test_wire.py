@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import enum
+import gc
 import itertools
 import json
 import math
@@ -432,8 +433,8 @@ def _kept_logs(wire: bytes, kept) -> list:
     (the logs' own), or the wire JSON and its kinds."""
     if kept is wire:
         return orjson.loads(b"[" + wire + b"]")
-    assert kept[0] is wire
-    return logs_from_wire(*kept)
+    assert kept.wire is wire and not gc.is_tracked(kept)  # the collector need not count it
+    return logs_from_wire(kept.wire, kept.kinds)
 
 
 def _identical(got, expected) -> bool:
@@ -530,16 +531,18 @@ def test_what_is_kept_of_text_is_the_wire_json_and_of_others_a_letter_a_field():
     signed = LogEncoder(log_time=True)  # each log gets its __time__ on the wire only
     reference_bytes(signed, logs[0])
     encoded, kept = signed.encode_runs_keeping([logs])
-    assert b'"__time__":' in encoded[0] and kept[0] == (encoded[0], b"ss;ss;")
-    assert logs_from_wire(*kept[0]) == logs
+    assert b'"__time__":' in encoded[0] and kept[0].wire is encoded[0]
+    assert kept[0].kinds == b"ss;ss;" and logs_from_wire(kept[0].wire, kept[0].kinds) == logs
     typed = [
         {**log, "n": -0.0, "big": 2**64, "odd": math.nan, "user": {"id": 2**63 - 1, "t": [1e16]}}
         for log in logs
     ]
     reference_bytes(signed, typed[0])
     encoded, kept = signed.encode_runs_keeping([typed])
-    assert kept[0] == (encoded[0], b"ssfifj;" * 2)  # 7 bytes a log beside its wire JSON
-    assert _identical(logs_from_wire(*kept[0]), typed)
+    assert kept[0].wire is encoded[0]
+    assert kept[0].kinds == b"ssfifj;" * 2  # 7 bytes a log beside its wire JSON
+    assert _identical(logs_from_wire(kept[0].wire, kept[0].kinds), typed)
+    assert repr(kept[0]) == f"KeptRun(<{len(encoded[0])} bytes of wire JSON>, <14 bytes of kinds>)"
     for odd in ({"n": [math.nan]}, {"n": {"k": [math.inf]}}, {"n": Level.INFO}, {"n": [("a",)]}):
         encoded, kept = signed.encode_runs_keeping([[{**logs[0], **odd}]])
         assert encoded[0] is not None and kept == [None]  # still in bulk, kept packed
