@@ -78,7 +78,7 @@ static int put(Buffer *buffer, const char *text, Py_ssize_t size) {
 
 /* Buffers kept from one call to the next (the GIL serialises calls; a call made while
  * another holds them takes new ones): a new 64 KiB buffer each call cost page faults. */
-#define SPARE_BUFFERS 2
+#define SPARE_BUFFERS 3
 #define SPARE_MAX_BYTES (1024 * 1024)
 static Buffer spare[SPARE_BUFFERS];
 
@@ -250,91 +250,71 @@ static int put_int(Buffer *buffer, PyObject *value) {
     return result;
 }
 
-/* Values of a run written by one orjson call each kind, and read back in order:
- * finite floats (orjson's text is repr's, but for exponents and values under 1e-4)
- * and dicts and lists (their JSON text); a call a value costs more than the rest. */
+/* Values written by one orjson call each kind once the logs of every run have been passed
+ * over, and read back in order: finite floats (orjson's text is repr's, but for exponents
+ * and values under 1e-4), dicts and lists (their JSON text), and with own_groups the logs'
+ * own tags; a call a value costs more than the rest. The pass leaves a hole (see Hole)
+ * where each one's text goes, so that it reads each log once (a first pass to gather them
+ * cost a sixth of a typed log's encoding). */
 typedef struct {
-    PyObject *values; /* in the order the logs hold them */
-    PyObject *json;   /* orjson's text of the list of them */
+    PyObject *values; /* in the order of their holes */
+    PyObject *json;   /* orjson's text of the list of them; NULL: none */
     const char *next; /* where the next one's text starts */
     Py_ssize_t index; /* which one comes next */
 } Written;
 
-typedef struct {
-    Written floats;
-    Written nested;
-    int own_groups; /* the logs' own __topic__, __source__, __tags__ set their group: not sent */
-} Run;
+enum { FLOAT_HOLE, NESTED_HOLE, TAGS_HOLE };
 
+/* A place in the text the pass wrote where a value's text goes, once orjson has written it. */
+typedef struct {
+    Py_ssize_t at;
+    int kind; /* FLOAT_HOLE, NESTED_HOLE (in the wire JSON), TAGS_HOLE (in the kinds') */
+} Hole;
+
+typedef struct {
+    Written floats, nested, tags;
+    Buffer holes;     /* Hole: in the wire JSON, in order */
+    Buffer own_holes; /* Hole: in the JSON of the fields left out (own_groups), in order */
+    Buffer log_ends;  /* Py_ssize_t: where each log's JSON ends in the wire JSON */
+    int own_groups;   /* the logs' own __topic__, __source__, __tags__ set their group */
+} Deferred;
+
+#define HOLES(buffer) ((const Hole *)(buffer).data)
+#define COUNT_OF(buffer, type) ((buffer).size / (Py_ssize_t)sizeof(type))
+
+/* `value` written later, at the end of `text`: 0, or -1 (no memory). */
+static int defer(Written *written, Buffer *holes, int kind, const Buffer *text, PyObject *value) {
+    Hole hole = {text->size, kind};
+    if (PyList_Append(written->values, value) < 0) {
+        return -1;
+    }
+    return put(holes, (const char *)&hole, sizeof hole);
+}
+
+/* orjson's text of the values (none: nothing to write); 1: orjson refused one (keys that
+ * are not str, values it does not know). */
 static int write_all(Written *written) {
+    if (PyList_GET_SIZE(written->values) == 0) {
+        return 0;
+    }
     written->json = PyObject_CallOneArg(orjson_dumps, written->values);
     if (written->json == NULL) {
-        PyErr_Clear(); /* keys that are not str, values orjson does not know */
+        PyErr_Clear();
         return 1;
     }
     written->next = PyBytes_AS_STRING(written->json) + 1; /* after '[' */
     return 0;
 }
 
-/* The floats, dicts and lists of each run's logs, in order, written; `firsts[r]` (and
- * `firsts[runs]`) the places of run r's first float and first nested value, or -1 where
- * a log of the run is not a dict. 1: orjson refused a nested value. */
-static int write_runs(Run *run, PyObject *runs, Py_ssize_t (*firsts)[2]) {
-    run->floats.values = PyList_New(0);
-    run->nested.values = PyList_New(0);
-    if (run->floats.values == NULL || run->nested.values == NULL) {
-        return -1;
+static void forget_deferred(Deferred *deferred) {
+    Written *all[] = {&deferred->floats, &deferred->nested, &deferred->tags};
+    for (int kind = 0; kind < 3; kind++) {
+        Py_XDECREF(all[kind]->values);
+        Py_XDECREF(all[kind]->json);
     }
-    Py_ssize_t count = PyList_GET_SIZE(runs);
-    for (Py_ssize_t r = 0; r <= count; r++) {
-        firsts[r][0] = PyList_GET_SIZE(run->floats.values);
-        firsts[r][1] = PyList_GET_SIZE(run->nested.values);
-        if (r == count) {
-            break;
-        }
-        PyObject *logs = PyList_GET_ITEM(runs, r);
-        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(logs); i++) {
-            PyObject *log = PyList_GET_ITEM(logs, i);
-            if (!PyDict_Check(log)) {
-                firsts[r][0] = -1; /* not plain: the run is not written */
-                break;
-            }
-            Py_ssize_t position = 0;
-            PyObject *key, *value;
-            while (PyDict_Next(log, &position, &key, &value)) {
-                PyTypeObject *type = Py_TYPE(value);
-                PyObject *kind = NULL;
-                if (type == &PyFloat_Type && isfinite(PyFloat_AS_DOUBLE(value))) {
-                    kind = run->floats.values;
-                } else if (type == &PyDict_Type || type == &PyList_Type) {
-                    kind = run->nested.values;
-                }
-                if (kind != NULL && PyList_Append(kind, value) < 0) {
-                    return -1;
-                }
-            }
-        }
-    }
-    int result = write_all(&run->floats);
-    return result == 0 ? write_all(&run->nested) : result;
-}
-
-static void forget_run(Run *run) {
-    Py_XDECREF(run->floats.values);
-    Py_XDECREF(run->floats.json);
-    Py_XDECREF(run->nested.values);
-    Py_XDECREF(run->nested.json);
-}
-
-/* Where `value`'s text starts; NULL: it is not the value written at this place (a
- * log changed meanwhile: not plain). */
-static const char *text_of(Written *written, PyObject *value) {
-    if (written->index >= PyList_GET_SIZE(written->values) ||
-        PyList_GET_ITEM(written->values, written->index) != value) {
-        return NULL;
-    }
-    written->index++;
-    return written->next;
+    PyMem_Free(deferred->holes.data);
+    PyMem_Free(deferred->own_holes.data);
+    PyMem_Free(deferred->log_ends.data);
 }
 
 /* Where a float's text ends (orjson's JSON: at the comma or bracket after it). */
@@ -368,7 +348,7 @@ static const char *nested_end(const char *text) {
     return text;
 }
 
-/* Past the values of a run that was not written, to the next run's first. */
+/* Past the values of the runs before (some not written: not plain), to value `index`. */
 static void skip_to(Written *written, Py_ssize_t index, const char *(*end_of)(const char *)) {
     while (written->index < index) {
         written->next = end_of(written->next) + 1;
@@ -376,15 +356,14 @@ static void skip_to(Written *written, Py_ssize_t index, const char *(*end_of)(co
     }
 }
 
-/* repr() of a finite float: orjson's text where it is the same, else CPython's own. */
-static int put_finite(Buffer *buffer, PyObject *value, Written *floats) {
-    const char *text = text_of(floats, value);
-    if (text == NULL) {
-        return 1;
-    }
-    const char *end = float_end(text);
-    int exponent = memchr(text, 'e', end - text) != NULL;
+/* The next float's text, as repr() writes it: orjson's where it is the same, else
+ * CPython's own. */
+static int put_finite(Buffer *buffer, Written *floats) {
+    PyObject *value = PyList_GET_ITEM(floats->values, floats->index);
+    const char *text = floats->next, *end = float_end(text);
+    floats->index++;
     floats->next = end + 1;
+    int exponent = memchr(text, 'e', end - text) != NULL;
     const char *digits = text + (*text == '-');
     if (!exponent && strncmp(digits, "0.0000", 6) != 0) {
         return put_quoted(buffer, text, end - text);
@@ -399,29 +378,16 @@ static int put_finite(Buffer *buffer, PyObject *value, Written *floats) {
     return result;
 }
 
-static int put_float(Buffer *buffer, PyObject *number, Run *run) {
-    double value = PyFloat_AS_DOUBLE(number);
-    if (isfinite(value)) {
-        return put_finite(buffer, number, &run->floats);
-    }
-    if (isnan(value)) {
-        return PUT_LITERAL(buffer, "\"NaN\"");
-    }
-    return value > 0 ? PUT_LITERAL(buffer, "\"Infinity\"") : PUT_LITERAL(buffer, "\"-Infinity\"");
-}
-
-/* A dict or list as its JSON text (orjson's), in a JSON string: found where it ends and
- * escaped in one pass (orjson's text holds no control character: it escapes them). */
-static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
-    Written *nested = &run->nested;
-    const char *text = text_of(nested, value);
-    if (text == NULL) {
-        return 1;
-    }
+/* The next dict or list as its JSON text (orjson's), in a JSON string: found where it ends
+ * and escaped in one pass (orjson's text holds no control character: it escapes them);
+ * 1: over 1 MiB. */
+static int put_nested(Buffer *buffer, Written *nested) {
+    const char *text = nested->next;
+    nested->index++;
     /* At most twice its text written, and its quotes: reserved once, written without checks.
      * Its text is at most what is left of the nested values' (in a bundle of a few runs, a
      * few KiB); where over 1 MiB is left, its own end is found first (a longer value is
-     * refused, and the run's values skipped past it). */
+     * refused: the run is not plain). */
     const char *json_end = PyBytes_AS_STRING(nested->json) + PyBytes_GET_SIZE(nested->json);
     Py_ssize_t most = json_end - text;
     if (most > MAX_VALUE_BYTES) {
@@ -468,8 +434,50 @@ static int put_nested(Buffer *buffer, PyObject *value, Run *run) {
     return 0;
 }
 
-/* One value as a JSON string; 0 written, 1 not plain, -1 error (no memory). */
-static int put_value(Buffer *buffer, PyObject *value, Run *run) {
+/* The next tags' JSON text as it is (kept with the kinds, not sent). */
+static int put_tags(Buffer *buffer, Written *tags) {
+    const char *text = tags->next, *end = nested_end(text);
+    tags->index++;
+    tags->next = end + 1;
+    return put(buffer, text, end - text);
+}
+
+/* `source`'s text from `*at` to `end`, its holes up to `end` filled (`*hole` onwards);
+ * 0, 1 (a nested value over 1 MiB: not plain), -1 (no memory). */
+static int fill(Buffer *out, const char *source, Py_ssize_t *at, Py_ssize_t end,
+                const Hole **hole, const Hole *last_hole, Deferred *deferred) {
+    for (; *hole < last_hole && (*hole)->at <= end; (*hole)++) {
+        if (put(out, source + *at, (*hole)->at - *at) < 0) {
+            return -1;
+        }
+        *at = (*hole)->at;
+        int kind = (*hole)->kind, result =
+            kind == FLOAT_HOLE    ? put_finite(out, &deferred->floats)
+            : kind == NESTED_HOLE ? put_nested(out, &deferred->nested)
+                                  : put_tags(out, &deferred->tags);
+        if (result != 0) {
+            return result;
+        }
+    }
+    int result = put(out, source + *at, end - *at);
+    *at = end;
+    return result;
+}
+
+static int put_float(Buffer *buffer, PyObject *number, Deferred *deferred) {
+    double value = PyFloat_AS_DOUBLE(number);
+    if (isfinite(value)) {
+        return defer(&deferred->floats, &deferred->holes, FLOAT_HOLE, buffer, number);
+    }
+    if (isnan(value)) {
+        return PUT_LITERAL(buffer, "\"NaN\"");
+    }
+    return value > 0 ? PUT_LITERAL(buffer, "\"Infinity\"") : PUT_LITERAL(buffer, "\"-Infinity\"");
+}
+
+/* One value as a JSON string, or a hole for it; 0 written, 1 not plain, -1 error (no
+ * memory). */
+static int put_value(Buffer *buffer, PyObject *value, Deferred *deferred) {
     PyTypeObject *type = Py_TYPE(value);
     if (PyUnicode_Check(value)) { /* a subclass (a str enum) by its characters */
         return put_str(buffer, value, MAX_VALUE_BYTES);
@@ -485,10 +493,10 @@ static int put_value(Buffer *buffer, PyObject *value, Run *run) {
         return put_int(buffer, value);
     }
     if (type == &PyFloat_Type) {
-        return put_float(buffer, value, run);
+        return put_float(buffer, value, deferred);
     }
     if (type == &PyDict_Type || type == &PyList_Type) {
-        return put_nested(buffer, value, run);
+        return defer(&deferred->nested, &deferred->holes, NESTED_HOLE, buffer, value);
     }
     return 1;
 }
@@ -504,6 +512,7 @@ static int put_value(Buffer *buffer, PyObject *value, Run *run) {
 typedef struct {
     Buffer letters; /* a letter a field, in each log's order, and ';' after each log */
     Buffer own;     /* the JSON of the fields left out of the wire (own_groups), by commas */
+    Py_ssize_t own_fields; /* how many of the run's fields `own` holds so far */
     int faithful;   /* 0: a value of the run would not come back as it was */
     int all_text;   /* every value a str, none left out: the wire JSON is the logs' own */
 } Kinds;
@@ -608,16 +617,11 @@ static int group_field(PyObject *key) {
 /* A field that sets the log's group (`field`, see group_field): not sent, but its letter
  * ('T', 'S' or 'G') and its JSON kept in `kinds` (unless NULL). A topic or source must be
  * a str, tags an exact dict (else the log is not plain: 1); -1: no memory. */
-static int put_group_field(Kinds *kinds, Run *run, int field, PyObject *value) {
-    const char *text = NULL;
-    Py_ssize_t size = 0;
-    if (field == 3) { /* tags: their orjson text, among the run's nested values */
-        if (!PyDict_CheckExact(value) || (text = text_of(&run->nested, value)) == NULL) {
+static int put_group_field(Kinds *kinds, Deferred *deferred, int field, PyObject *value) {
+    if (field == 3) { /* tags: their orjson text, written after the pass */
+        if (!PyDict_CheckExact(value)) {
             return 1;
         }
-        const char *end = nested_end(text);
-        run->nested.next = end + 1; /* after the comma */
-        size = end - text;
         if (kinds != NULL && !container_reads_back(value, 0)) {
             kinds->faithful = 0;
             kinds = NULL;
@@ -625,18 +629,19 @@ static int put_group_field(Kinds *kinds, Run *run, int field, PyObject *value) {
     } else if (!PyUnicode_CheckExact(value)) {
         return 1;
     }
-    if (kinds == NULL) {
-        return 0;
+    if (kinds == NULL) { /* not kept; but orjson takes tags all the same (it refuses some) */
+        return field == 3 ? PyList_Append(deferred->tags.values, value) : 0;
     }
     kinds->all_text = 0;
     char letter = "TSG"[field - 1];
     int result = put(&kinds->letters, &letter, 1);
-    if (result == 0 && kinds->own.size > 0) {
+    if (result == 0 && kinds->own_fields++ > 0) { /* (tags are a hole: no size yet) */
         result = PUT_LITERAL(&kinds->own, ",");
     }
     if (result == 0) {
-        result = text != NULL ? put(&kinds->own, text, size)
-                              : put_str(&kinds->own, value, MAX_VALUE_BYTES);
+        result = field == 3 ? defer(&deferred->tags, &deferred->own_holes, TAGS_HOLE,
+                                    &kinds->own, value)
+                            : put_str(&kinds->own, value, MAX_VALUE_BYTES);
     }
     return result;
 }
@@ -694,10 +699,11 @@ static int put_key(Buffer *buffer, PyObject *key, Py_ssize_t place, PyObject *kn
     return result;
 }
 
-/* One log as a JSON object (and its fields' letters in `kinds`, unless NULL); 0 written,
- * 1 not plain, -1 error. */
+/* One log as a JSON object, with holes where its floats and nested values go (see
+ * Written), and its fields' letters in `kinds`, unless NULL; 0 written, 1 not plain, -1
+ * error. */
 static int put_log(Buffer *buffer, Kinds *kinds, PyObject *log, PyObject *known_keys,
-                   KeyText *keys, Run *run, const char *tail, Py_ssize_t tail_size) {
+                   KeyText *keys, Deferred *deferred, const char *tail, Py_ssize_t tail_size) {
     /* A dict subclass is read as a dict, as orjson and the Python encoder read it. */
     if (!PyDict_Check(log) || PyDict_GET_SIZE(log) == 0) {
         return 1;
@@ -711,20 +717,21 @@ static int put_log(Buffer *buffer, Kinds *kinds, PyObject *log, PyObject *known_
     if (PUT_LITERAL(buffer, "{") < 0) {
         return -1;
     }
-    /* Fields sent: all but those that set the log's group (with run->own_groups). */
+    /* Fields sent: all but those that set the log's group (with own_groups). */
     Py_ssize_t position = 0, place = 0;
     PyObject *key, *value;
     while (PyDict_Next(log, &position, &key, &value)) {
-        /* A value's writing may run code (orjson, a str of an int): hold the pair. */
+        /* Held while written (a str of a big int is made, a value deferred). */
         Py_INCREF(key);
         Py_INCREF(value);
-        int result, field = run->own_groups ? group_field(key) : 0;
+        int result, field = deferred->own_groups ? group_field(key) : 0;
         if (field) {
-            result = put_group_field(kinds && kinds->faithful ? kinds : NULL, run, field, value);
+            Kinds *kept_kinds = kinds && kinds->faithful ? kinds : NULL;
+            result = put_group_field(kept_kinds, deferred, field, value);
         } else {
             result = put_key(buffer, key, place, known_keys, keys);
             if (result == 0) {
-                result = put_value(buffer, value, run);
+                result = put_value(buffer, value, deferred);
             }
             if (result == 0 && kinds != NULL && kinds->faithful) {
                 result = put_kind(kinds, value);
@@ -747,10 +754,12 @@ static int put_log(Buffer *buffer, Kinds *kinds, PyObject *log, PyObject *known_
     return 0;
 }
 
-/* One run's logs joined by commas into `buffer` (and their letters in `kinds`, unless
- * NULL); 0 written, 1 not plain, -1 error. */
+/* One run's logs joined by commas into `buffer`, where each ends noted (their letters in
+ * `kinds`, unless NULL); 0 written, 1 not plain, -1 error. A log is held to max_log_bytes
+ * here without its holes' text (a longer one is not written further), and with it once
+ * they are filled (splice_run). */
 static int put_run(Buffer *buffer, Kinds *kinds, PyObject *logs, PyObject *known_keys,
-                   KeyText *keys, Run *run, const char *tail, Py_ssize_t tail_size,
+                   KeyText *keys, Deferred *deferred, const char *tail, Py_ssize_t tail_size,
                    Py_ssize_t max_log_bytes) {
     int result = 0;
     /* The list may change while a value is written (user code): index it each time. */
@@ -761,10 +770,14 @@ static int put_run(Buffer *buffer, Kinds *kinds, PyObject *logs, PyObject *known
         }
         PyObject *log = PyList_GET_ITEM(logs, i);
         Py_INCREF(log);
-        result = put_log(buffer, kinds, log, known_keys, keys, run, tail, tail_size);
+        result = put_log(buffer, kinds, log, known_keys, keys, deferred, tail, tail_size);
         Py_DECREF(log);
         if (result == 0 && buffer->size - start > max_log_bytes) {
-            result = 1;
+            result = 1; /* even before its holes are filled */
+        }
+        if (result == 0) {
+            Py_ssize_t end = buffer->size;
+            result = put(&deferred->log_ends, (const char *)&end, sizeof end);
         }
     }
     return result;
@@ -874,39 +887,108 @@ static PyTypeObject KeptRun_Type = {
  * is the logs' own (every value a str, none left out, no tail), else a KeptRun of its
  * wire JSON and its kinds: the letters, and after a NUL the JSON of the fields left out
  * of the wire. */
-static PyObject *kept_of(const Kinds *kinds, PyObject *encoded, Py_ssize_t tail_size) {
-    if (kinds->all_text && tail_size == 0) {
+static PyObject *kept_of(int all_text, const Buffer *letters, const Buffer *own,
+                         PyObject *encoded, Py_ssize_t tail_size) {
+    if (all_text && tail_size == 0) {
         return Py_NewRef(encoded);
     }
-    Py_ssize_t letters = kinds->letters.size, own = kinds->own.size;
-    PyObject *text = PyBytes_FromStringAndSize(NULL, letters + (own > 0 ? 1 + own : 0));
+    PyObject *text =
+        PyBytes_FromStringAndSize(NULL, letters->size + (own->size > 0 ? 1 + own->size : 0));
     if (text == NULL) {
         return NULL;
     }
     char *out = PyBytes_AS_STRING(text);
-    memcpy(out, kinds->letters.data, letters);
-    if (own > 0) {
-        out[letters] = '\0';
-        memcpy(out + letters + 1, kinds->own.data, own);
+    memcpy(out, letters->data, letters->size);
+    if (own->size > 0) {
+        out[letters->size] = '\0';
+        memcpy(out + letters->size + 1, own->data, own->size);
     }
     PyObject *kept = kept_run(encoded, text);
     Py_DECREF(text);
     return kept;
 }
 
+/* Where a run's part of the pass ends in each text it wrote (it starts where the run
+ * before's ends), and what the pass found of it. */
+typedef struct {
+    Py_ssize_t wire, letters, own;            /* bytes */
+    Py_ssize_t log_ends, holes, own_holes;    /* entries */
+    Py_ssize_t values[3];                     /* floats, nested values, tags deferred */
+    int written;                              /* 0: written; 1: not plain */
+    int faithful, all_text;                   /* as in Kinds */
+} RunEnds;
+
+static RunEnds ends_of(const Buffer *wire, const Kinds *kinds, const Deferred *deferred,
+                       int written) {
+    return (RunEnds){
+        wire->size,
+        kinds->letters.size,
+        kinds->own.size,
+        COUNT_OF(deferred->log_ends, Py_ssize_t),
+        COUNT_OF(deferred->holes, Hole),
+        COUNT_OF(deferred->own_holes, Hole),
+        {PyList_GET_SIZE(deferred->floats.values), PyList_GET_SIZE(deferred->nested.values),
+         PyList_GET_SIZE(deferred->tags.values)},
+        written,
+        kinds->faithful,
+        kinds->all_text,
+    };
+}
+
+/* A run's wire JSON into `out`: the pass's text, from `from` to `to`, its holes filled; 0,
+ * 1 (a log over max_log_bytes, or a nested value over 1 MiB: not plain), -1 (no memory). */
+static int splice_run(Buffer *out, const Buffer *wire, const RunEnds *from, const RunEnds *to,
+                      Deferred *deferred, Py_ssize_t max_log_bytes) {
+    const Hole *hole = HOLES(deferred->holes) + from->holes;
+    const Hole *last_hole = HOLES(deferred->holes) + to->holes;
+    const Py_ssize_t *log_ends = (const Py_ssize_t *)deferred->log_ends.data;
+    Py_ssize_t at = from->wire;
+    out->size = 0;
+    for (Py_ssize_t log = from->log_ends; log < to->log_ends; log++) {
+        Py_ssize_t start = out->size + (at > from->wire); /* after the comma before it */
+        int result = fill(out, wire->data, &at, log_ends[log], &hole, last_hole, deferred);
+        if (result != 0) {
+            return result;
+        }
+        if (out->size - start > max_log_bytes) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The JSON of a run's fields left out of the wire (own_groups) into `out`, its tags
+ * filled in; 0, or -1 (no memory). */
+static int splice_own(Buffer *out, const Buffer *own, const RunEnds *from, const RunEnds *to,
+                      Deferred *deferred) {
+    const Hole *hole = HOLES(deferred->own_holes) + from->own_holes;
+    Py_ssize_t at = from->own;
+    out->size = 0;
+    return fill(out, own->data, &at, to->own, &hole, HOLES(deferred->own_holes) + to->own_holes,
+                deferred);
+}
+
 /* encode_runs' work: the list of each run's wire JSON (or None), and where `kept` is not
  * NULL, a new list of what is kept of each run (see kept_of; None where it is not) in
- * *kept. */
+ * *kept. One pass over the logs writes them, with holes for their floats and nested
+ * values (see Written); then orjson writes those, a call each kind for all runs; then
+ * each run's text is made with its holes filled. */
 static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_bytes,
                         Py_ssize_t max_log_bytes, int own_groups, PyObject **kept) {
     const char *tail = PyBytes_AS_STRING(tail_bytes);
     Py_ssize_t tail_size = PyBytes_GET_SIZE(tail_bytes);
     Py_ssize_t count = PyList_GET_SIZE(runs);
-    Py_ssize_t (*firsts)[2] = PyMem_Malloc(sizeof(*firsts) * (count + 1));
+    RunEnds *ends = PyMem_Malloc(sizeof(RunEnds) * (count + 1)); /* ends[0]: the start */
     PyObject *results = PyList_New(count);
-    Buffer buffer = take_buffer(0);
-    Kinds kinds = {take_buffer(1), {NULL, 0, 0}, 1, 1};
-    Run run = {{NULL, NULL, NULL, 0}, {NULL, NULL, NULL, 0}, own_groups};
+    Buffer buffer = take_buffer(0), out = take_buffer(2);
+    Kinds kinds = {take_buffer(1), {NULL, 0, 0}, 0, 1, 1};
+    Deferred deferred = {{PyList_New(0), NULL, NULL, 0},
+                         {PyList_New(0), NULL, NULL, 0},
+                         {PyList_New(0), NULL, NULL, 0},
+                         {NULL, 0, 0},
+                         {NULL, 0, 0},
+                         {NULL, 0, 0},
+                         own_groups};
     KeyText keys[REMEMBERED_PLACES] = {{NULL, 0, {0}}};
     int result = -1;
     if (kept != NULL) {
@@ -915,10 +997,27 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
             PyList_SET_ITEM(*kept, r, Py_NewRef(Py_None));
         }
     }
-    if (firsts != NULL && results != NULL && (kept == NULL || *kept != NULL) &&
-        reserve(&buffer, 64 * 1024) == 0 &&
+    if (ends != NULL && results != NULL && (kept == NULL || *kept != NULL) &&
+        deferred.floats.values != NULL && deferred.nested.values != NULL &&
+        deferred.tags.values != NULL && reserve(&buffer, 64 * 1024) == 0 &&
         (kept == NULL || reserve(&kinds.letters, 4 * 1024) == 0)) {
-        result = write_runs(&run, runs, firsts);
+        result = 0;
+        ends[0] = ends_of(&buffer, &kinds, &deferred, 0);
+        for (Py_ssize_t r = 0; r < count; r++) {
+            kinds.own_fields = 0;
+            kinds.faithful = kinds.all_text = 1;
+            int written = put_run(&buffer, kept ? &kinds : NULL, PyList_GET_ITEM(runs, r),
+                                  known_keys, keys, &deferred, tail, tail_size, max_log_bytes);
+            if (written < 0) {
+                result = -1;
+                break;
+            }
+            ends[r + 1] = ends_of(&buffer, &kinds, &deferred, written);
+        }
+    }
+    if (result == 0) {
+        result = write_all(&deferred.floats) || write_all(&deferred.nested) ||
+                 write_all(&deferred.tags);
     }
     if (result == 1 && count > 1) {
         Py_DECREF(results);
@@ -926,33 +1025,37 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
         result = results == NULL ? -2 : 2;
     }
     for (Py_ssize_t r = 0; result == 0 && r < count; r++) {
+        const RunEnds *from = &ends[r], *to = &ends[r + 1];
         PyObject *encoded = Py_None;
-        if (firsts[r][0] >= 0) {
-            skip_to(&run.floats, firsts[r][0], float_end);
-            skip_to(&run.nested, firsts[r][1], nested_end);
-            buffer.size = kinds.letters.size = kinds.own.size = 0;
-            kinds.faithful = kinds.all_text = 1;
-            int written = put_run(&buffer, kept ? &kinds : NULL, PyList_GET_ITEM(runs, r),
-                                  known_keys, keys, &run, tail, tail_size, max_log_bytes);
-            if (written < 0) {
-                result = -1;
-                break;
-            }
-            if (written == 0) {
-                encoded = PyBytes_FromStringAndSize(buffer.data, buffer.size);
-                if (encoded != NULL && kept != NULL && kinds.faithful) {
-                    PyObject *kept_run = kept_of(&kinds, encoded, tail_size);
-                    if (kept_run == NULL) {
-                        Py_CLEAR(encoded);
-                    } else {
-                        PyList_SetItem(*kept, r, kept_run);
-                    }
+        int spliced = to->written;
+        if (spliced == 0) {
+            skip_to(&deferred.floats, from->values[0], float_end);
+            skip_to(&deferred.nested, from->values[1], nested_end);
+            skip_to(&deferred.tags, from->values[2], nested_end);
+            spliced = splice_run(&out, &buffer, from, to, &deferred, max_log_bytes);
+        }
+        if (spliced == 0) {
+            encoded = PyBytes_FromStringAndSize(out.data, out.size);
+            if (encoded != NULL && kept != NULL && to->faithful) {
+                Buffer letters = {kinds.letters.data + from->letters, to->letters - from->letters,
+                                  0};
+                PyObject *kept_run = NULL;
+                if (splice_own(&out, &kinds.own, from, to, &deferred) == 0) {
+                    kept_run = kept_of(to->all_text, &letters, &out, encoded, tail_size);
                 }
-                if (encoded == NULL) {
-                    result = -1;
-                    break;
+                if (kept_run == NULL) {
+                    Py_CLEAR(encoded);
+                } else {
+                    PyList_SetItem(*kept, r, kept_run);
                 }
             }
+            if (encoded == NULL) {
+                spliced = -1;
+            }
+        }
+        if (spliced < 0) {
+            result = -1;
+            break;
         }
         PyList_SET_ITEM(results, r, encoded == Py_None ? Py_NewRef(Py_None) : encoded);
     }
@@ -971,12 +1074,13 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
             Py_CLEAR(*kept);
         }
     }
-    PyMem_Free(firsts);
+    PyMem_Free(ends);
     give_back(&buffer, 0);
     give_back(&kinds.letters, 1);
+    give_back(&out, 2);
     PyMem_Free(kinds.own.data); /* only logs naming their own group fields use it */
     forget_keys(keys);
-    forget_run(&run);
+    forget_deferred(&deferred);
     return results;
 }
 

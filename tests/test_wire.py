@@ -271,6 +271,17 @@ def test_encode_many_takes_only_plain_logs_with_known_keys():
     assert small.encode_many([*plain, {"a": "x" * 30}]) is None  # one log over the limit
     assert small.encode_many([{"a": 1, "b": 2}] * 3) == b",".join([b'{"a":"1","b":"2"}'] * 3)
     assert small.encode_many([{"a": 1, "b": 2}, {"a": 10**30}]) is None
+    # Held to the limit with their floats' and nested values' text too (the C encoder
+    # writes those after its pass over the logs): 19 bytes fit, 21 do not, and the runs
+    # beside one over it keep their own values.
+    assert small.encode_many([{"a": 1.5, "b": 2}]) == b'{"a":"1.5","b":"2"}'
+    assert small.encode_many([{"a": 12.25, "b": 2}]) is None
+    over = [{"a": [1, 2, 3, 4, 5, 6, 7, 8]}]
+    assert small.encode_runs([[{"a": 1.5}], over, [{"a": [1]}, {"a": 2.5}]]) == [
+        b'{"a":"1.5"}',
+        None,
+        b'{"a":"[1]"},{"a":"2.5"}',
+    ]
     assert LogEncoder(event_time_key="t").encode_many(plain) is None
 
 
