@@ -724,7 +724,11 @@ static int put_log(Buffer *buffer, Kinds *kinds, PyObject *log, PyObject *known_
         /* Held while written (a str of a big int is made, a value deferred). */
         Py_INCREF(key);
         Py_INCREF(value);
-        int result, field = deferred->own_groups ? group_field(key) : 0;
+        /* A key sent at this place before is not one that sets the log's group. */
+        int result, field = 0;
+        if (deferred->own_groups && (place >= REMEMBERED_PLACES || keys[place].key != key)) {
+            field = group_field(key);
+        }
         if (field) {
             Kinds *kept_kinds = kinds && kinds->faithful ? kinds : NULL;
             result = put_group_field(kept_kinds, deferred, field, value);
