@@ -78,7 +78,7 @@ static int put(Buffer *buffer, const char *text, Py_ssize_t size) {
 
 /* Buffers kept from one call to the next (the GIL serialises calls; a call made while
  * another holds them takes new ones): a new 64 KiB buffer each call cost page faults. */
-#define SPARE_BUFFERS 3
+#define SPARE_BUFFERS 5
 #define SPARE_MAX_BYTES (1024 * 1024)
 static Buffer spare[SPARE_BUFFERS];
 
@@ -312,9 +312,9 @@ static void forget_deferred(Deferred *deferred) {
         Py_XDECREF(all[kind]->values);
         Py_XDECREF(all[kind]->json);
     }
-    PyMem_Free(deferred->holes.data);
-    PyMem_Free(deferred->own_holes.data);
-    PyMem_Free(deferred->log_ends.data);
+    give_back(&deferred->holes, 3);
+    give_back(&deferred->log_ends, 4);
+    PyMem_Free(deferred->own_holes.data); /* only logs naming their own tags use it */
 }
 
 /* Where a float's text ends (orjson's JSON: at the comma or bracket after it). */
@@ -989,9 +989,9 @@ static PyObject *encode(PyObject *runs, PyObject *known_keys, PyObject *tail_byt
     Deferred deferred = {{PyList_New(0), NULL, NULL, 0},
                          {PyList_New(0), NULL, NULL, 0},
                          {PyList_New(0), NULL, NULL, 0},
+                         take_buffer(3),
                          {NULL, 0, 0},
-                         {NULL, 0, 0},
-                         {NULL, 0, 0},
+                         take_buffer(4),
                          own_groups};
     KeyText keys[REMEMBERED_PLACES] = {{NULL, 0, {0}}};
     int result = -1;
