@@ -614,15 +614,61 @@ static int group_field(PyObject *key) {
     return size == 8 && memcmp(text, "__tags__", 8) == 0 ? 3 : 0;
 }
 
+/* Whether a dict's keys and values are all exact str: the usual tags, which
+ * group_by_fields groups by. */
+static int str_pairs(PyObject *tags) {
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(tags, &position, &key, &value)) {
+        if (!PyUnicode_CheckExact(key) || !PyUnicode_CheckExact(value)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Tags of exact str (see str_pairs) as a JSON object, written here: handed to orjson
+ * with the others, their text found again and copied, they cost ~400 instructions a log
+ * more. 0 written, 1 a lone surrogate (nothing written: orjson refuses them as before),
+ * -1 no memory. */
+static int put_str_tags(Buffer *buffer, PyObject *tags) {
+    Py_ssize_t position = 0, start = buffer->size;
+    PyObject *key, *value;
+    int result = PUT_LITERAL(buffer, "{");
+    for (Py_ssize_t pair = 0; result == 0 && PyDict_Next(tags, &position, &key, &value); pair++) {
+        if (pair > 0) {
+            result = PUT_LITERAL(buffer, ",");
+        }
+        if (result == 0) {
+            result = put_str(buffer, key, PY_SSIZE_T_MAX);
+        }
+        if (result == 0) {
+            result = PUT_LITERAL(buffer, ":");
+        }
+        if (result == 0) {
+            result = put_str(buffer, value, PY_SSIZE_T_MAX);
+        }
+    }
+    if (result == 0) {
+        result = PUT_LITERAL(buffer, "}");
+    }
+    if (result == 1) {
+        buffer->size = start;
+    }
+    return result;
+}
+
 /* A field that sets the log's group (`field`, see group_field): not sent, but its letter
  * ('T', 'S' or 'G') and its JSON kept in `kinds` (unless NULL). A topic or source must be
  * a str, tags an exact dict (else the log is not plain: 1); -1: no memory. */
 static int put_group_field(Kinds *kinds, Deferred *deferred, int field, PyObject *value) {
-    if (field == 3) { /* tags: their orjson text, written after the pass */
+    int str_tags = 0;
+    if (field == 3) { /* tags: written here where all str, else orjson's text after the pass */
         if (!PyDict_CheckExact(value)) {
             return 1;
         }
-        if (kinds != NULL && !container_reads_back(value, 0)) {
+        str_tags = str_pairs(value);
+        if (kinds != NULL && !str_tags && !container_reads_back(value, 0)) {
             kinds->faithful = 0;
             kinds = NULL;
         }
@@ -635,13 +681,16 @@ static int put_group_field(Kinds *kinds, Deferred *deferred, int field, PyObject
     kinds->all_text = 0;
     char letter = "TSG"[field - 1];
     int result = put(&kinds->letters, &letter, 1);
-    if (result == 0 && kinds->own_fields++ > 0) { /* (tags are a hole: no size yet) */
+    if (result == 0 && kinds->own_fields++ > 0) { /* (tags may be a hole: no size yet) */
         result = PUT_LITERAL(&kinds->own, ",");
     }
-    if (result == 0) {
-        result = field == 3 ? defer(&deferred->tags, &deferred->own_holes, TAGS_HOLE,
-                                    &kinds->own, value)
-                            : put_str(&kinds->own, value, MAX_VALUE_BYTES);
+    if (result == 0 && field == 3) {
+        result = str_tags ? put_str_tags(&kinds->own, value) : 1;
+        if (result == 1) {
+            result = defer(&deferred->tags, &deferred->own_holes, TAGS_HOLE, &kinds->own, value);
+        }
+    } else if (result == 0) {
+        result = put_str(&kinds->own, value, MAX_VALUE_BYTES);
     }
     return result;
 }

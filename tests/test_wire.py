@@ -532,6 +532,24 @@ def test_a_logs_own_group_fields_are_left_out_of_the_wire_and_kept_beside_it(log
     )  # no field left to send: the per-log path says so
 
 
+@pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone has own_groups")
+def test_a_logs_own_tags_of_text_are_kept_as_orjson_writes_them():
+    """Own tags of str (written by the C encoder itself, not by orjson) are kept as the
+    JSON orjson writes, escapes and all, and come back as they were; tags with a lone
+    surrogate, which orjson refuses, leave only their run out of bulk."""
+    encoder = LogEncoder()
+    reference_bytes(encoder, {"msg": "x", "ts": 1.5})
+    tags = {'é"k\\': 'v\n"\x01\u2028', "b": "", "a": "1"}
+    run = [{"msg": "x", "__tags__": tags, "ts": 1.5}, {"__tags__": dict(tags), "msg": "y"}]
+    surrogate = [{"msg": "z", "__tags__": {"k": "\ud800"}}]
+    encoded, kept = encoder.encode_runs_keeping([run, surrogate, run], own_groups=True)
+    expected = encoder.encode_runs_keeping([[log_content(log) for log in run]])[0][0]
+    assert encoded == [expected, None, expected] and kept[1] is None
+    for wire, kept_run in zip(encoded[::2], kept[::2], strict=True):
+        assert kept_run.kinds.split(b"\0", 1)[1] == orjson.dumps(tags) + b"," + orjson.dumps(tags)
+        assert _identical(_kept_logs(wire, kept_run), run)
+
+
 @pytest.mark.skipif(accelerated.speedups is None, reason="the C encoder alone keeps kinds")
 def test_what_is_kept_of_text_is_the_wire_json_and_of_others_a_letter_a_field():
     logs = [{"msg": 'é "quoted"\n', "level": "INFO"}, {"msg": "x", "level": "WARN"}]
