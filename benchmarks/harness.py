@@ -26,17 +26,20 @@ def emulator_process(latency_ms: float = 0.0, trust_logs: bool = True):
     parses every body): on a 2-core machine it shares the pipeline's CPU,
     which the real service does not.
     """
-    command = [
-        sys.executable,
-        "-m",
-        "sls_beam.emulator",
-        "--no-retain",
-        "--latency-ms",
-        str(latency_ms),
-    ]
+    command = ["sls_beam.emulator", "--no-retain", "--latency-ms", str(latency_ms)]
     if trust_logs:
         command.append("--trust-logs")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    with serving(command) as endpoint:
+        yield endpoint
+
+
+@contextmanager
+def serving(module_and_args: list[str]):
+    """``python -m`` a server that prints its address first, in its own process; yields
+    that address."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", *module_and_args], stdout=subprocess.PIPE, text=True
+    )
     try:
         yield process.stdout.readline().strip()
     finally:

@@ -10,7 +10,9 @@ steps: the bounded runs use 2M logs to keep a step under ~5 %.
 
 1. Realistic logs first: typed ~270-byte logs (numbers, a boolean, a null, a
    nested object) with the source a callable of the element, and with a
-   constant source, beside Beam's floor (an identity ``Map``) on the same logs.
+   constant source, beside Beam's floor (an identity ``Map``) on the same logs; then
+   the official Rust producer's Python binding alone on those logs, for comparison
+   (``benchmarks.producer``).
 2. String-only ~190-byte logs, the best case: lz4, deflate, none, and an
    emulator checking every log, beside their floor.
 3. ``WriteToSLS`` in streaming mode (the stateful path).
@@ -58,6 +60,7 @@ from benchmarks.harness import (
     timed,
 )
 from benchmarks.memory import measure_in_subprocess
+from benchmarks.producer import PRODUCER_BEST, PRODUCER_TYPED, producer_rows
 from sls_beam import WriteToSLS, accelerated
 from sls_beam.batching import WAITING_LOGS
 from sls_beam.json_lines import encode_lines
@@ -215,6 +218,9 @@ def main() -> None:
     parser.add_argument("--naive-logs", type=int, default=2_000)
     parser.add_argument("--memory-logs", type=int, default=1_000_000)
     parser.add_argument("--file-lines", type=int, default=1_000_000, help="lines of the file")
+    parser.add_argument(
+        "--producer-logs", type=int, default=500_000, help="logs per run of the official producer"
+    )
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument(
@@ -242,6 +248,9 @@ def main() -> None:
     for row in sink_rows(typed_scenarios, args.logs, args.repeat, floor_name=TYPED_FLOOR):
         show(row)
     typed_floor = rate(TYPED_FLOOR)
+    producer = producer_rows(args.producer_logs, args.repeat)  # standalone, on the same logs
+    for row in producer:
+        show(row)
     bounded_scenarios = [
         SinkScenario(BOUNDED.format(compression), {"compression": compression})
         for compression in ("lz4", "deflate", "none")
@@ -329,6 +338,11 @@ def main() -> None:
         "in_flight_4_over_1_at_50ms": round(latency[4] / latency[1], 2),
         "in_flight_16_over_1_at_50ms": round(latency[16] / latency[1], 2),
     }
+    if producer:  # the sink inside Beam, against the official producer alone (issue #14)
+        for name, scenario in (("best", PRODUCER_BEST), ("typed", PRODUCER_TYPED)):
+            ratios[f"typed_source_callable_over_producer_{name}"] = round(
+                rate(TYPED_SOURCE) / rate(scenario), 2
+            )
     machine = {
         "python": platform.python_version(),
         "beam": beam.__version__,

@@ -25,6 +25,7 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
         "--latency-logs=4000",
         "--naive-logs=50",
         "--file-lines=3000",
+        "--producer-logs=3000",
         "--repeat=1",
         "--skip-memory",
         f"--out={tmp_path}",
@@ -32,9 +33,9 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
     figures = json.loads((tmp_path / "throughput.json").read_text())
     rows = {row["scenario"]: row for row in figures["scenarios"]}
-    # typed rows, the files backfill and both encoders included; the JSON-lines encoder's
-    # row where the C encoder is built
-    assert len(rows) == 17 + (accelerated.speedups is not None)
+    # typed rows, the official producer's two, the files backfill and both encoders
+    # included; the JSON-lines encoder's row where the C encoder is built
+    assert len(rows) == 19 + (accelerated.speedups is not None)
     if accelerated.speedups is not None:
         assert rows["JSON lines encoder alone (one core), lz4, typed lines"]["logs_per_sec"] > 0
     assert all(row["logs_per_sec"] > 0 for row in rows.values())
@@ -47,6 +48,8 @@ def test_the_throughput_benchmark_runs_every_scenario(tmp_path):
         "in_flight_4_over_1_at_50ms",
         "typed_source_callable_over_typed_floor",
         "files_backfill_over_read_and_parse",
+        "typed_source_callable_over_producer_best",
+        "typed_source_callable_over_producer_typed",
     }
     steps = figures["per_log_breakdown_us"]
     assert {"beam floor", "encoding", "packing", "preparing", "the rest"} <= set(steps)
