@@ -628,7 +628,7 @@ static int str_pairs(PyObject *tags) {
 }
 
 /* Tags of exact str (see str_pairs) as a JSON object, written here: handed to orjson
- * with the others, their text found again and copied, they cost ~400 instructions a log
+ * with the others, their text found again and copied, they cost ~300 instructions a log
  * more. 0 written, 1 a lone surrogate (nothing written: orjson refuses them as before),
  * -1 no memory. */
 static int put_str_tags(Buffer *buffer, PyObject *tags) {
