@@ -56,11 +56,15 @@ def _strings_with_host(count: int) -> Iterator[dict[str, str]]:
         yield log
 
 
+#: The proxy settings a producer reads (either case; a user's own would take it elsewhere).
+_PROXY_NAMES = ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+
+
 @contextmanager
 def _proxied_by(address: str):
     """HTTP requests of producers made inside go to ``address`` as their proxy."""
-    saved = {name: os.environ.get(name) for name in ("HTTP_PROXY", "NO_PROXY")}
-    os.environ.update(HTTP_PROXY=address, NO_PROXY="")
+    saved = {name: os.environ.get(name) for name in _PROXY_NAMES}
+    os.environ.update(HTTP_PROXY=address, http_proxy=address, NO_PROXY="", no_proxy="")
     try:
         yield
     finally:

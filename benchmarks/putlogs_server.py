@@ -58,14 +58,13 @@ def count_logs(log_group: bytes) -> int:
 class _Counts:
     def __init__(self):
         self.lock = threading.Lock()
-        self.figures = {"logs": 0, "requests": 0, "body_bytes": 0, "raw_bytes": 0}
+        self.figures = {"logs": 0, "requests": 0, "body_bytes": 0}
 
-    def add(self, logs: int, body: int, raw: int) -> None:
+    def add(self, logs: int, body: int) -> None:
         with self.lock:
             self.figures["logs"] += logs
             self.figures["requests"] += 1
             self.figures["body_bytes"] += body
-            self.figures["raw_bytes"] += raw
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -74,12 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        raw_size = int(self.headers["x-log-bodyrawsize"])
-        if self.headers.get("x-log-compresstype") == "lz4":
-            raw = lz4.block.decompress(body, uncompressed_size=raw_size)
-        else:
-            raw = body
-        self.counts.add(count_logs(raw), len(body), len(raw))
+        raw_size = int(self.headers["x-log-bodyrawsize"])  # the producer's rows send lz4
+        raw = lz4.block.decompress(body, uncompressed_size=raw_size)
+        self.counts.add(count_logs(raw), len(body))
         self._answer(b"")
 
     def do_GET(self):  # noqa: N802 - http.server's name
