@@ -12,8 +12,8 @@ logs, in one process, with the sink's steps timed from inside:
 - packing: the elements packed (marshal, or pickle) while their batch waits, where
   what the encoder keeps would not give them back as they are (``pack_run``);
 - compressing: each request's body made from its batch's pieces (joined in one copy
-  with its head and tail) and compressed with lz4, on the thread that makes the bodies
-  (:mod:`sls_beam.bodies`: the C worker's, where built);
+  with its head and tail, :func:`wire.encode_pieces`) and compressed with lz4, on the
+  sender's helper thread;
 - the rest: what is left of the sink's time (buffering, bookkeeping, the
   sending thread's share of the interpreter).
 
@@ -28,10 +28,9 @@ callable, or a log's own ``__source__``, ``__topic__`` or ``__tags__`` (16 hosts
 or the 2 log levels as topics), in interleaved rounds, the process's CPU time,
 medians. The logs are 2,048
 made once and fed again and again: in cache, as a bundle's just-made elements are.
-A source callable is also measured over the same logs with one host and with 4 (a
-handover of 128 logs makes one run of 128, or 4 of 32, where 16 hosts make 16 of 8),
-and over 16 hosts with batches of 256 logs (16 open batches ~1 MB in all, not ~18):
-what grows with the hosts, and not with the open batches' memory, is a cost a run.
+A source callable is measured twice: over those 16 hosts, and over the same logs with
+one host, which calls the callable and groups alike but fills one open batch at a
+time: what is left between the two is what 16 open batches cost (their memory).
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from benchmarks.common import make_typed_logs, source_of
 from benchmarks.harness import LOGSTORE, PROJECT, emulator_process, run_pipeline, timed
-from sls_beam import WriteToSLS, batching, bodies, grouping, wire
+from sls_beam import WriteToSLS, batching, grouping, inflight, wire
 from sls_beam.config import SLSWriteConfig
 from sls_beam.preparing import LogPreparer
 
@@ -68,21 +67,6 @@ def _timing(owner, name: str, spent: dict[str, float], label: str):
             spent[label] = spent.get(label, 0.0) + time.thread_time() - started
 
     setattr(owner, name, timed_call)
-    return original
-
-
-def _lz4_thread_timing(spent: dict[str, float], label: str):
-    """Count the CPU time of each C worker's thread (it never runs Python) when it closes
-    (once every body is made: a bundle ends once all are answered)."""
-    original = bodies.Lz4Bodies.close
-
-    @functools.wraps(original)
-    def timed_close(self):
-        clock = time.pthread_getcpuclockid(self.thread.ident)
-        spent[label] = spent.get(label, 0.0) + time.clock_gettime(clock)
-        original(self)
-
-    bodies.Lz4Bodies.close = timed_close
     return original
 
 
@@ -120,8 +104,7 @@ def breakdown(logs: int, repeat: int) -> dict[str, float]:
             for name in ("encode_runs_keeping", "encode_many")
         ),
         (batching, "pack_run", _timing(batching, "pack_run", spent, "packing")),
-        (bodies, "encode_pieces", _timing(bodies, "encode_pieces", spent, "compressing")),
-        (bodies.Lz4Bodies, "close", _lz4_thread_timing(spent, "compressing")),
+        (inflight, "encode_pieces", _timing(inflight, "encode_pieces", spent, "compressing")),
     ]
     try:
         with emulator_process() as endpoint:
@@ -178,18 +161,11 @@ def dynamic_group_extra(logs: int, repeat: int) -> dict[str, float]:
         return [{**log, field: value(log)} for log in distinct] * times
 
     one_host = [{**log, "host": "web-00"} for log in distinct] * times
-    four_hosts = [{**log, "host": f"web-{i % 4:02d}"} for i, log in enumerate(distinct)] * times
 
     cases = {
         "constant source": (distinct * times, "app", {}),
         "source callable": (distinct * times, source_of, {}),
         "source callable, one host": (one_host, source_of, {}),
-        "source callable, 4 hosts": (four_hosts, source_of, {}),
-        "source callable, batches of 256 logs": (
-            distinct * times,
-            source_of,
-            {"max_batch_logs": 256},
-        ),
         "topic callable": (distinct * times, "app", {"topic": _topic_of}),
         "tags callable": (distinct * times, "app", {"tags": _tags_of}),
         "own __source__": (own("__source__", source_of), "app", {}),

@@ -1,6 +1,5 @@
-"""The hot path's loops in C (``sls_beam/_speedups.c``), and request bodies compressed
-without the interpreter lock (``sls_beam/_bodies.c``), where the package was built with a
-C compiler; else ``None``, and the callers give the same results in Python.
+"""The hot path's loops in C (``sls_beam/_speedups.c``), where the package was built with
+a C compiler; else ``None``, and the callers give the same results in Python.
 
 ``SLS_BEAM_PURE_PYTHON=1`` rules the C ones out (to compare the two, or to rule them
 out of a problem); it also builds the package without them.
@@ -12,14 +11,9 @@ import os
 from types import ModuleType
 
 speedups: ModuleType | None
-bodies: ModuleType | None
 try:
     from sls_beam import _speedups as speedups
 except ImportError:  # built without a C compiler
     speedups = None
-try:
-    from sls_beam import _bodies as bodies
-except ImportError:  # built without a C compiler, or without POSIX threads
-    bodies = None
 if os.environ.get("SLS_BEAM_PURE_PYTHON"):
-    speedups = bodies = None
+    speedups = None

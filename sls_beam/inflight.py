@@ -7,13 +7,13 @@ tested with batches and a client alone.
 from __future__ import annotations
 
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from sls_beam.batching import Batch
-from sls_beam.bodies import PendingBody, body_maker
 from sls_beam.client import PendingSend, SendResult, WebTrackingClient
 from sls_beam.errors import SLSError
-from sls_beam.wire import EncodedRequest
+from sls_beam.wire import EncodedRequest, encode_pieces
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class _Request:
     """One batch on its way: compressing, then written, then answered."""
 
     batch: Batch
-    encoding: PendingBody
+    encoding: Future[EncodedRequest]
     request: EncodedRequest | None = None
     pending: PendingSend | None = None
 
@@ -48,9 +48,8 @@ class _Request:
 class InFlightSender:
     """Sends batches, several unanswered at once, all on the caller's thread but compression.
 
-    A submitted batch's body is made off the caller's thread (see
-    :mod:`sls_beam.bodies`: lz4 on a thread that never holds the interpreter lock, where
-    built), then written on a keep-alive connection
+    A submitted batch is compressed on a helper thread (zlib and lz4 let the
+    caller's thread run meanwhile), then written on a keep-alive connection
     of its own; its answer is read (and any retry made) only when
     :meth:`completed` is asked to leave fewer requests unanswered: the
     caller bounds what is in flight. So compression and the network's round
@@ -65,12 +64,15 @@ class InFlightSender:
 
     def __init__(self, client: WebTrackingClient, compression: str):
         self._client = client
-        self._bodies = body_maker(compression)
+        self._compression = compression
+        self._compressor = ThreadPoolExecutor(1, thread_name_prefix="sls-compress")
         self._queue: deque[_Request] = deque()  # oldest first
 
     def submit(self, batch: Batch) -> None:
         """Start sending ``batch``; call :meth:`completed` to bound what is in flight."""
-        encoding = self._bodies.submit(batch.group, batch.pieces, batch.count)
+        encoding = self._compressor.submit(
+            encode_pieces, batch.group, batch.pieces, batch.count, self._compression
+        )
         self._queue.append(_Request(batch, encoding))
 
     @property
@@ -125,4 +127,4 @@ class InFlightSender:
             if sending.pending is not None:
                 sending.pending.abandon()
         self._queue.clear()
-        self._bodies.close()
+        self._compressor.shutdown(wait=False, cancel_futures=True)

@@ -957,7 +957,14 @@ def encode_pieces(
 ) -> EncodedRequest:
     """:func:`encode_request` for logs' JSON in pieces (each a log's, or a run's
     joined by commas), ``log_count`` logs in all: the body written in one copy."""
-    raw = b"".join(body_parts(group, pieces))
+    if log_count < 1 or not pieces:
+        raise ValueError("a request needs at least one log")
+    raw = _raw_body(group, pieces)
+    headers = {
+        "x-log-apiversion": API_VERSION,
+        "x-log-bodyrawsize": str(len(raw)),
+        "Content-Type": "application/json",
+    }
     if compression == "lz4":
         body = lz4.block.compress(raw, store_size=False)
     elif compression == "deflate":
@@ -966,33 +973,18 @@ def encode_pieces(
         body = raw
     else:
         raise ValueError(f"compression must be one of {COMPRESSIONS}, not {compression!r}")
-    return request_of(body, len(raw), log_count, compression)
+    if compression != "none":
+        headers["x-log-compresstype"] = compression
+    return EncodedRequest(body, headers, len(raw), log_count)
 
 
-def body_parts(group: LogGroup, pieces: Sequence[bytes]) -> list[bytes]:
-    """What the request body is made of before compression, in order: the body's head,
-    the pieces with commas between them, its tail (joined once, each byte copied once)."""
-    if not pieces:
-        raise ValueError("a request needs at least one log")
+def _raw_body(group: LogGroup, pieces: Sequence[bytes]) -> bytes:
+    """The request body before compression: the pieces, commas between them, between the
+    body's head and tail, written by one join (each byte copied once)."""
     parts = [b","] * (2 * len(pieces) + 1)  # head, piece, comma, piece, ..., piece, tail
     parts[0], parts[-1] = _BODY_PREFIX, group.body_suffix()
     parts[1::2] = pieces
-    return parts
-
-
-def request_of(body: bytes, raw_size: int, log_count: int, compression: str) -> EncodedRequest:
-    """The request of ``body``, ``raw_size`` bytes of JSON before ``compression``
-    (``lz4``, ``deflate`` or ``none``), ``log_count`` logs: its protocol headers."""
-    if log_count < 1:
-        raise ValueError("a request needs at least one log")
-    headers = {
-        "x-log-apiversion": API_VERSION,
-        "x-log-bodyrawsize": str(raw_size),
-        "Content-Type": "application/json",
-    }
-    if compression != "none":
-        headers["x-log-compresstype"] = compression
-    return EncodedRequest(body, headers, raw_size, log_count)
+    return b"".join(parts)
 
 
 def split_into_requests(

@@ -92,14 +92,3 @@ def test_the_breakdown_reports_each_step_and_what_a_dynamic_group_costs():
         f"own __{name}__, extra" for name in named
     } | {"source callable, one host, extra"} <= set(dynamic)
     assert all(dynamic[key] > -dynamic["constant source"] for key in dynamic)
-
-
-def test_the_bodies_benchmark_compares_both_makers_and_the_c_worker_spares_the_waits():
-    command = [sys.executable, "-m", "benchmarks.bodies", "--logs=40960", "--repeat=1"]
-    done = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
-    figures = json.loads(done.stdout)
-    python_thread, c_worker = figures["python helper thread"], figures["C worker"]
-    assert figures["beam floor"]["logs_per_sec"] > 0
-    assert python_thread["logs_per_sec"] > 0 and python_thread["over_floor"] > 0
-    if accelerated.bodies is not None:  # else both are the Python thread
-        assert c_worker["waits_a_batch"] < python_thread["waits_a_batch"]
