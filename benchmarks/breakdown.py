@@ -28,9 +28,10 @@ callable, or a log's own ``__source__``, ``__topic__`` or ``__tags__`` (16 hosts
 or the 2 log levels as topics), in interleaved rounds, the process's CPU time,
 medians. The logs are 2,048
 made once and fed again and again: in cache, as a bundle's just-made elements are.
-A source callable is measured twice: over those 16 hosts, and over the same logs with
-one host, which calls the callable and groups alike but fills one open batch at a
-time: what is left between the two is what 16 open batches cost (their memory).
+A source callable is also measured over the same logs with one host and with 4 (a
+handover of 128 logs makes one run of 128, or 4 of 32, where 16 hosts make 16 of 8),
+and over 16 hosts with batches of 256 logs (16 open batches ~1 MB in all, not ~18):
+what grows with the hosts, and not with the open batches' memory, is a cost a run.
 """
 
 from __future__ import annotations
@@ -161,11 +162,18 @@ def dynamic_group_extra(logs: int, repeat: int) -> dict[str, float]:
         return [{**log, field: value(log)} for log in distinct] * times
 
     one_host = [{**log, "host": "web-00"} for log in distinct] * times
+    four_hosts = [{**log, "host": f"web-{i % 4:02d}"} for i, log in enumerate(distinct)] * times
 
     cases = {
         "constant source": (distinct * times, "app", {}),
         "source callable": (distinct * times, source_of, {}),
         "source callable, one host": (one_host, source_of, {}),
+        "source callable, 4 hosts": (four_hosts, source_of, {}),
+        "source callable, batches of 256 logs": (
+            distinct * times,
+            source_of,
+            {"max_batch_logs": 256},
+        ),
         "topic callable": (distinct * times, "app", {"topic": _topic_of}),
         "tags callable": (distinct * times, "app", {"tags": _tags_of}),
         "own __source__": (own("__source__", source_of), "app", {}),

@@ -90,5 +90,8 @@ def test_the_breakdown_reports_each_step_and_what_a_dynamic_group_costs():
     named = ("source", "topic", "tags")  # each dynamic group the issue names, over it
     assert {f"{name} callable, extra" for name in named} | {
         f"own __{name}__, extra" for name in named
-    } | {"source callable, one host, extra"} <= set(dynamic)
+    } | {
+        f"source callable, {apart}, extra"
+        for apart in ("one host", "4 hosts", "batches of 256 logs")  # what a run costs
+    } <= set(dynamic)
     assert all(dynamic[key] > -dynamic["constant source"] for key in dynamic)
