@@ -667,7 +667,7 @@ static int put_group_field(Kinds *kinds, Deferred *deferred, int field, PyObject
         if (!PyDict_CheckExact(value)) {
             return 1;
         }
-        str_tags = str_pairs(value);
+        str_tags = kinds != NULL && str_pairs(value); /* only kept tags are written here */
         if (kinds != NULL && !str_tags && !container_reads_back(value, 0)) {
             kinds->faithful = 0;
             kinds = NULL;
